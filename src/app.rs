@@ -1,0 +1,477 @@
+//! Application services: the steps the CLI and the jobs share. Each takes its time from the
+//! injected clock and its I/O from the store and the mailer.
+
+mod disable;
+mod poll;
+mod simulate;
+pub mod timeline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::Address;
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
+use crate::jobs::{backoff, send_job};
+use crate::mail::{MailError, Mailer, OutgoingMail, SendError};
+use crate::model::SubscriptionContext;
+use crate::notify::{
+    MailContext, NotificationKind, Renderer, TemplateError, message_id, provisioning_key,
+};
+use crate::store::{
+    AttemptOutcome, Enqueued, FinishedAttempt, NewNotification, RedriveReport, Store, StoreError,
+};
+
+pub use disable::{DisableOutcome, request_disable};
+pub use poll::{PollReport, next_due, poll, timeline_input};
+pub use simulate::{SimulatedMail, simulate_one};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Calendar(#[from] crate::calendar::CalendarError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error("unknown subscription {0:?}")]
+    UnknownSubscription(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Opens the store as configured.
+pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    Store::open(
+        &settings.database.url,
+        settings.database.max_connections,
+        settings.database.busy_timeout,
+    )
+    .await
+}
+
+/// What recording a provisioning event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// A mail is now owed and queued.
+    Queued {
+        outbox_id: i64,
+        recipients: Vec<String>,
+    },
+    /// This event was recorded before; its mail is (or was) handled already.
+    AlreadyRecorded { outbox_id: i64, state: String },
+}
+
+/// Records a provisioning event: the mail it owes goes into the outbox with its job, once per
+/// (subscription, event) however often the event arrives.
+pub async fn record_event(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    subscription: &SubscriptionId,
+    event: ProvisioningEvent,
+    download_url: Option<&DownloadUrl>,
+) -> Result<EventOutcome, AppError> {
+    let details = match (event, download_url) {
+        (ProvisioningEvent::Activated, Some(url)) => json!({"download_url": url.as_str()}),
+        (ProvisioningEvent::Activated, None) => {
+            return Err(AppError::Invalid(
+                "`activated` needs --download-url (an https:// link to the vendor portal)".into(),
+            ));
+        }
+        (_, Some(url)) => {
+            return Err(AppError::Invalid(format!(
+                "--download-url {:?} only goes with the `activated` event, not `{}`",
+                url.as_str(),
+                event.as_str()
+            )));
+        }
+        (_, None) => json!({}),
+    };
+    let ctx = store
+        .subscription_context(subscription)
+        .await?
+        .ok_or_else(|| AppError::UnknownSubscription(subscription.as_str().to_owned()))?;
+    let kind = NotificationKind::from(event);
+    let key = provisioning_key(subscription.as_str(), kind);
+    let recipients: Vec<String> = kind
+        .recipients(&ctx)
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    let new = NewNotification {
+        message_id: message_id(&key, &settings.mail.message_id_domain),
+        key,
+        kind: kind.as_str().to_owned(),
+        subscription_id: subscription.as_str().to_owned(),
+        recipients: recipients.clone(),
+        payload: details,
+    };
+    let outcome = store
+        .enqueue_notification(&new, now, |id, attempts| {
+            send_job(id, attempts, Duration::ZERO)
+        })
+        .await?;
+    Ok(match outcome {
+        Enqueued::Created { id } => {
+            info!(
+                subscription = subscription.as_str(),
+                kind = kind.as_str(),
+                outbox_id = id,
+                "mail queued"
+            );
+            EventOutcome::Queued {
+                outbox_id: id,
+                recipients,
+            }
+        }
+        Enqueued::AlreadyRecorded { id, state } => EventOutcome::AlreadyRecorded {
+            outbox_id: id,
+            state: state.as_str().to_owned(),
+        },
+    })
+}
+
+enum Prepared {
+    Send(Box<lettre::Message>),
+    Stale(String),
+}
+
+/// Why a reminder recorded earlier should no longer go out, if it should not: mail about a
+/// renewal that can no longer be stopped, or that will not happen, is worse than none.
+fn stale_reminder(
+    payload: &serde_json::Value,
+    ctx: &SubscriptionContext,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let s = &ctx.subscription;
+    if !s.auto_renew || s.renewal.disable_effective_term_end.is_some() {
+        return Some("auto-renew was turned off before it went out".into());
+    }
+    let term_end = payload["term_end"].as_str().unwrap_or_default();
+    if term_end != s.term_end.to_string() {
+        return Some(format!(
+            "it was for the term ending {term_end}, which is over"
+        ));
+    }
+    match payload["cutoff_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    {
+        Some(cutoff) if now >= cutoff => {
+            Some(format!("the cutoff {cutoff} passed before it went out"))
+        }
+        Some(_) => None,
+        None => Some("it carries no cutoff".into()),
+    }
+}
+
+/// Everything a running worker needs.
+#[derive(Debug)]
+pub struct Deliverer {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub mailer: Mailer,
+    pub renderer: Renderer,
+    pub clock: SharedClock,
+    pub worker_name: String,
+    pub calendars: crate::calendar::CalendarRegistry,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// What `run --once` delivered.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    pub sent: u32,
+    pub failed: u32,
+    pub retry_later: u32,
+    pub skipped: u32,
+}
+
+/// What became of one delivery job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    RetryScheduled {
+        after: Duration,
+    },
+    Failed {
+        reason: String,
+    },
+    /// The row was not ours to send: already sent, failed, or taken by a newer attempt.
+    NotOwed,
+    /// No longer worth sending (a reminder past its cutoff, or whose renewal was called off).
+    Skipped {
+        reason: String,
+    },
+    /// Sent or not, the claim was lost meanwhile (lease expired); the outcome is recorded as an
+    /// attempt only.
+    ClaimLost,
+}
+
+impl Deliverer {
+    pub fn build(
+        settings: Arc<Settings>,
+        store: Store,
+        clock: SharedClock,
+        worker_name: String,
+    ) -> Result<Self, AppError> {
+        let renderer = Renderer::load(&settings.templates.dir, &settings.marketplace)?;
+        let mailer = Mailer::from_settings(&settings.mail)?;
+        let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
+        Ok(Self {
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            calendars,
+            settings,
+            store,
+            mailer,
+            renderer,
+            clock,
+            worker_name,
+        })
+    }
+
+    /// Renders a mail of `kind` for a subscription, as it would be sent.
+    pub fn compose(
+        &self,
+        kind: NotificationKind,
+        ctx: &SubscriptionContext,
+        details: serde_json::Value,
+        recipients: &[String],
+        key: &str,
+    ) -> Result<(OutgoingMail, lettre::Message), String> {
+        let mail_ctx = MailContext::new(kind, ctx, &self.settings.marketplace, details.clone());
+        let rendered = self
+            .renderer
+            .render(kind, &mail_ctx)
+            .map_err(|e| e.to_string())?;
+        let parse = |r: &str| {
+            r.parse::<Address>()
+                .map_err(|e| format!("recipient {r:?} is not an address: {e}"))
+        };
+        let to = recipients
+            .iter()
+            .map(|r| parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cc = details["cc"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|v| v.as_str()).map(parse).collect())
+            .transpose()?
+            .unwrap_or_default();
+        let mail = OutgoingMail {
+            to,
+            cc,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            message_id: message_id(key, &self.settings.mail.message_id_domain),
+        };
+        let message = self
+            .mailer
+            .build_message(&mail)
+            .map_err(|e| e.to_string())?;
+        Ok((mail, message))
+    }
+
+    /// Sends the mail of one outbox row if it is still owed to this job, and records the
+    /// attempt. Mail failures are handled here (retry with backoff, or give up); only store
+    /// errors are returned.
+    pub async fn deliver(&self, outbox_id: i64, attempts: u32) -> Result<Delivery, AppError> {
+        let started_at = self.clock.now();
+        let Some(row) = self
+            .store
+            .claim(outbox_id, attempts, &self.worker_name, started_at)
+            .await?
+        else {
+            debug!(outbox_id, attempts, "nothing owed to this job");
+            return Ok(Delivery::NotOwed);
+        };
+        let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
+        async {
+            let result = match self.prepare(&row).await {
+                Ok(Prepared::Send(message)) => {
+                    let t = std::time::Instant::now();
+                    let r = self.mailer.send(*message).await;
+                    self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
+                    r
+                }
+                Ok(Prepared::Stale(reason)) => {
+                    info!(%reason, "not sent: no longer relevant");
+                    self.store
+                        .skip_claimed(outbox_id, row.attempts, &reason)
+                        .await?;
+                    return Ok(Delivery::Skipped { reason });
+                }
+                Err(e) => Err(e),
+            };
+            let finished_at = self.clock.now();
+            let attempt = row.attempts;
+            let retry = &self.settings.mail.retry;
+            let (outcome, delivery) = match result {
+                Ok(()) => (AttemptOutcome::Sent, Delivery::Sent),
+                Err(SendError::Transient { code, detail }) if attempt < retry.max_attempts => {
+                    let after = backoff(retry, attempt, rand::random::<f64>());
+                    let at = finished_at
+                        + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::zero());
+                    warn!(code, %detail, retry_in = ?after, "transient failure; will retry");
+                    (
+                        AttemptOutcome::Transient {
+                            code,
+                            detail,
+                            retry: Some((at, send_job(outbox_id, attempt, after))),
+                        },
+                        Delivery::RetryScheduled { after },
+                    )
+                }
+                Err(SendError::Transient { code, detail }) => {
+                    let reason = format!("gave up after {attempt} attempts: {detail}");
+                    warn!(code, %reason, "transient failure; attempts spent");
+                    (
+                        AttemptOutcome::Transient {
+                            code,
+                            detail: reason.clone(),
+                            retry: None,
+                        },
+                        Delivery::Failed { reason },
+                    )
+                }
+                Err(SendError::Permanent { code, detail }) => {
+                    warn!(code, %detail, "permanent failure; not retrying");
+                    (
+                        AttemptOutcome::Permanent {
+                            code,
+                            detail: detail.clone(),
+                        },
+                        Delivery::Failed { reason: detail },
+                    )
+                }
+            };
+            let kept = self
+                .store
+                .finish_attempt(&FinishedAttempt {
+                    outbox_id,
+                    attempt,
+                    worker: self.worker_name.clone(),
+                    started_at,
+                    finished_at,
+                    outcome,
+                })
+                .await?;
+            if !kept {
+                warn!("claim lost while sending (lease expired); outcome kept as an attempt only");
+                return Ok(Delivery::ClaimLost);
+            }
+            self.metrics.mail(
+                &row.kind,
+                match &delivery {
+                    Delivery::Sent => "sent",
+                    Delivery::RetryScheduled { .. } => "retry",
+                    _ => "failed",
+                },
+            );
+            if delivery == Delivery::Sent {
+                info!("mail sent");
+                debug!(recipients = ?row.recipients, "mail sent to");
+            }
+            Ok(delivery)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Renders the mail of `row`, or says why it is no longer worth sending.
+    async fn prepare(&self, row: &crate::store::OutboxRow) -> Result<Prepared, SendError> {
+        let permanent = |detail: String| SendError::Permanent { code: None, detail };
+        let kind = NotificationKind::parse(&row.kind).map_err(permanent)?;
+        let id =
+            SubscriptionId::parse(&row.subscription_id).map_err(|e| permanent(e.to_string()))?;
+        let ctx = self
+            .store
+            .subscription_context(&id)
+            .await
+            .map_err(|e| SendError::Transient {
+                code: None,
+                detail: e.to_string(),
+            })?
+            .ok_or_else(|| {
+                permanent(format!(
+                    "subscription {:?} no longer exists",
+                    row.subscription_id
+                ))
+            })?;
+        if kind == NotificationKind::RenewalReminder
+            && let Some(reason) = stale_reminder(&row.payload, &ctx, self.clock.now())
+        {
+            return Ok(Prepared::Stale(reason));
+        }
+        let (_, message) = self
+            .compose(kind, &ctx, row.payload.clone(), &row.recipients, &row.key)
+            .map_err(permanent)?;
+        Ok(Prepared::Send(Box::new(message)))
+    }
+
+    /// One poll at the clock's current time: plans and records due renewal work, then checks
+    /// owed mail for missing jobs.
+    pub async fn poll(&self) -> Result<PollReport, AppError> {
+        let started = std::time::Instant::now();
+        let report = poll(
+            &self.store,
+            &self.settings,
+            &self.calendars,
+            self.clock.now(),
+        )
+        .await?;
+        self.metrics
+            .poll_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.redrive().await?;
+        Ok(report)
+    }
+
+    /// Delivers every owed mail that is due now, here, without the queue; mail whose retry is
+    /// scheduled later stays owed. For `run --once`.
+    pub async fn drain(&self) -> Result<DrainReport, AppError> {
+        let mut report = DrainReport::default();
+        loop {
+            let due = self.store.owed_now(self.clock.now(), 100).await?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            for (id, attempts) in due {
+                match self.deliver(id, attempts).await? {
+                    Delivery::Sent => report.sent += 1,
+                    Delivery::Failed { .. } => report.failed += 1,
+                    Delivery::RetryScheduled { .. } => report.retry_later += 1,
+                    Delivery::Skipped { .. } => report.skipped += 1,
+                    Delivery::NotOwed | Delivery::ClaimLost => {}
+                }
+            }
+        }
+    }
+
+    /// Crash recovery: see [`Store::redrive`].
+    pub async fn redrive(&self) -> Result<RedriveReport, AppError> {
+        let report = self
+            .store
+            .redrive(
+                self.clock.now(),
+                self.settings.worker.sending_lease,
+                |id, attempts| send_job(id, attempts, Duration::ZERO),
+            )
+            .await?;
+        if report.leases_expired > 0 {
+            warn!(
+                count = report.leases_expired,
+                "claims expired; mail will be sent again"
+            );
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,205 @@
+//! Requests to disable auto-renew: decided by the vendor's rules on the subscription's state
+//! at the request's instant, recorded with what was seen, answered by mail, and final.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use super::AppError;
+use super::poll::timeline_input;
+use crate::calendar::CalendarRegistry;
+use crate::config::Settings;
+use crate::domain::{EmailAddress, SubscriptionId};
+use crate::jobs::send_job;
+use crate::notify::{NotificationKind, message_id};
+use crate::renewal::{DisableDecision, decide_disable};
+use crate::store::{DisableRecord, DisableRecorded, DisableRow, NewNotification, Store};
+
+/// The answer to a request, as printed and as the marketplace reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisableOutcome {
+    pub subscription: String,
+    pub request_id: i64,
+    /// `accepted` or `rejected`.
+    pub decision: String,
+    /// `licenses_assigned` (rejected), `after_cutoff` (accepted for the next term),
+    /// `already_disabled` (an earlier request stands), or null (accepted for this term).
+    pub reason: Option<String>,
+    pub assigned_licenses: u32,
+    pub cutoff_at: Option<String>,
+    pub effective_term_end: Option<chrono::NaiveDate>,
+    pub renews_once_more: bool,
+    pub requested_by: String,
+    /// True when auto-renew had been disabled by an earlier request, whose decision this is.
+    pub repeated: bool,
+}
+
+impl DisableOutcome {
+    pub fn accepted(&self) -> bool {
+        self.decision == "accepted"
+    }
+
+    fn from_row(subscription: &str, row: &DisableRow, tz: chrono_tz::Tz) -> Self {
+        Self {
+            subscription: subscription.to_owned(),
+            request_id: row.id,
+            decision: row.decision.clone(),
+            reason: row.reason.clone(),
+            assigned_licenses: row.seen_assigned,
+            cutoff_at: row.cutoff_at.map(|t| t.with_timezone(&tz).to_rfc3339()),
+            effective_term_end: row.effective_term_end,
+            renews_once_more: row.renews_once_more,
+            requested_by: row.requested_by.clone(),
+            repeated: false,
+        }
+    }
+}
+
+/// Decides and records one request, on the state now and the cutoff at `requested_at` (a
+/// request queued before the cutoff counts as made before it). `request_key` identifies the
+/// request: the same key is decided once, and asking again returns that decision.
+#[allow(clippy::too_many_arguments)]
+pub async fn request_disable(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    subscription: &SubscriptionId,
+    requested_by: &EmailAddress,
+    requested_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    via: &str,
+    request_key: &str,
+) -> Result<DisableOutcome, AppError> {
+    // A concurrent change (a license assigned between decision and commit) makes the guarded
+    // write fail; deciding again on the new state is then the right answer.
+    for _ in 0..10 {
+        let ctx = store
+            .subscription_context(subscription)
+            .await?
+            .ok_or_else(|| AppError::UnknownSubscription(subscription.as_str().to_owned()))?;
+        let tz = ctx.reseller.timezone.tz();
+        let calendar = calendars.get(
+            ctx.reseller
+                .calendar
+                .as_deref()
+                .unwrap_or(&settings.calendar.default),
+        )?;
+        let input = timeline_input(&ctx);
+        let decision = decide_disable(&input, &calendar, &settings.renewal, requested_at)?;
+        let sid = subscription.as_str();
+        let mut record = DisableRecord {
+            request_key: request_key.to_owned(),
+            subscription_id: sid.to_owned(),
+            requested_by: requested_by.as_str().to_owned(),
+            requested_at,
+            via: via.to_owned(),
+            seen_assigned: input.assigned_licenses,
+            seen_term_end: input.term_end,
+            seen_auto_renew: input.auto_renew,
+            accepted: true,
+            reason: None,
+            cutoff_at: None,
+            effective_term_end: None,
+            renews_once_more: false,
+            switch_off: false,
+        };
+        let mut recipients = vec![requested_by.as_str().to_owned()];
+        if ctx.reseller.email != *requested_by {
+            recipients.push(ctx.reseller.email.as_str().to_owned());
+        }
+        let domain = settings.mail.message_id_domain.clone();
+        let mut mail: Option<(String, NotificationKind, serde_json::Value)> = None;
+        let mut original: Option<DisableRow> = None;
+        match decision {
+            DisableDecision::Accepted {
+                effective_term_end,
+                renews_once_more,
+                cutoff_at,
+            } => {
+                record.switch_off = true;
+                record.cutoff_at = Some(cutoff_at);
+                record.effective_term_end = Some(effective_term_end);
+                record.renews_once_more = renews_once_more;
+                record.reason = renews_once_more.then(|| "after_cutoff".to_owned());
+                // One confirmation per subscription: a request is final.
+                mail = Some((
+                    format!("{sid}/auto_renew_disabled"),
+                    NotificationKind::AutoRenewDisabled,
+                    json!({
+                        "effective_term_end": effective_term_end,
+                        "renews_once_more": renews_once_more,
+                        "term_end": input.term_end,
+                        "requested_by": requested_by.as_str(),
+                        "cutoff_at": cutoff_at.with_timezone(&tz).to_rfc3339(),
+                    }),
+                ));
+            }
+            DisableDecision::Rejected {
+                reason,
+                assigned_licenses,
+            } => {
+                record.accepted = false;
+                record.reason = Some(reason.as_str().to_owned());
+                mail = Some((
+                    format!("{sid}/disable_rejected/{request_key}"),
+                    NotificationKind::DisableRejected,
+                    json!({
+                        "assigned_licenses": assigned_licenses,
+                        "requested_by": requested_by.as_str(),
+                        "term_end": input.term_end,
+                    }),
+                ));
+            }
+            DisableDecision::AlreadyDisabled { effective_term_end } => {
+                // The earlier decision is the answer; this request is recorded, nothing is sent.
+                original = store.disable_requests(sid).await?.into_iter().find(|r| {
+                    r.decision == "accepted" && r.reason.as_deref() != Some("already_disabled")
+                });
+                if let Some(first) = &original {
+                    record.cutoff_at = first.cutoff_at;
+                    record.renews_once_more = first.renews_once_more;
+                }
+                record.reason = Some("already_disabled".to_owned());
+                record.effective_term_end = Some(effective_term_end);
+            }
+        }
+        let recorded = store
+            .record_disable(
+                &record,
+                now,
+                |_| {
+                    mail.map(|(key, kind, payload)| NewNotification {
+                        message_id: message_id(&key, &domain),
+                        key,
+                        kind: kind.as_str().to_owned(),
+                        subscription_id: sid.to_owned(),
+                        recipients,
+                        payload,
+                    })
+                    .into_iter()
+                    .collect()
+                },
+                |id, attempts| send_job(id, attempts, Duration::ZERO),
+            )
+            .await?;
+        match recorded {
+            DisableRecorded::Recorded(row) | DisableRecorded::Duplicate(row) => {
+                let repeated = row.reason.as_deref() == Some("already_disabled");
+                let shown = match (&original, repeated) {
+                    (Some(first), true) => first,
+                    _ => &row,
+                };
+                let mut outcome = DisableOutcome::from_row(sid, shown, tz);
+                outcome.repeated = repeated;
+                return Ok(outcome);
+            }
+            DisableRecorded::Conflict => continue,
+        }
+    }
+    Err(AppError::Invalid(format!(
+        "subscription {:?} kept changing while the request was decided; try again",
+        subscription.as_str()
+    )))
+}

@@ -1,0 +1,117 @@
+//! `simulate`: every mail the current data would produce in a date range — reminders,
+//! renewals, ends — assuming a daemon that runs throughout. Reads only; sends and records
+//! nothing. Pure per subscription, so the whole book runs in memory.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::poll::timeline_input;
+use crate::calendar::{CalendarError, CalendarRegistry};
+use crate::config::Settings;
+use crate::model::SubscriptionContext;
+use crate::notify::NotificationKind;
+use crate::renewal::plan::term_end_instant;
+use crate::renewal::{self, TimelineInput};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimulatedMail {
+    pub at: DateTime<Utc>,
+    /// The day in the reseller's time zone.
+    pub local_date: NaiveDate,
+    pub subscription: String,
+    pub kind: &'static str,
+    pub offset: Option<String>,
+    pub term_end: NaiveDate,
+    pub to: String,
+}
+
+/// Terms simulated per subscription at most: a year's range crosses at most two term ends.
+const MAX_TERMS: usize = 50;
+
+/// The mails of one subscription with `at` in `[from, to)`.
+pub fn simulate_one(
+    ctx: &SubscriptionContext,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    out: &mut Vec<SimulatedMail>,
+) -> Result<(), CalendarError> {
+    let calendar = calendars.get(
+        ctx.reseller
+            .calendar
+            .as_deref()
+            .unwrap_or(&settings.calendar.default),
+    )?;
+    let policy = &settings.renewal;
+    let mut input: TimelineInput = timeline_input(ctx);
+    let to_addr = ctx.reseller.email.as_str().to_owned();
+    let push = |out: &mut Vec<SimulatedMail>,
+                at: DateTime<Utc>,
+                kind: NotificationKind,
+                offset: Option<String>,
+                term_end| {
+        if at >= from && at < to {
+            out.push(SimulatedMail {
+                at,
+                local_date: at.with_timezone(&input_tz(ctx)).date_naive(),
+                subscription: ctx.subscription.id.as_str().to_owned(),
+                kind: kind.as_str(),
+                offset,
+                term_end,
+                to: to_addr.clone(),
+            });
+        }
+    };
+    for _ in 0..MAX_TERMS {
+        let end_at = term_end_instant(&input);
+        if end_at >= from && input.auto_renew && input.disable_effective_term_end.is_none() {
+            for r in renewal::reminders(input.term_end, &calendar, input.tz, policy)? {
+                push(
+                    out,
+                    r.due_at,
+                    NotificationKind::RenewalReminder,
+                    Some(r.offset.to_string()),
+                    input.term_end,
+                );
+            }
+        }
+        let stops = match input.disable_effective_term_end {
+            Some(end) => end <= input.term_end,
+            None => !input.auto_renew,
+        };
+        if stops {
+            push(
+                out,
+                end_at,
+                NotificationKind::SubscriptionEnded,
+                None,
+                input.term_end,
+            );
+            return Ok(());
+        }
+        push(
+            out,
+            end_at,
+            NotificationKind::SubscriptionRenewed,
+            None,
+            input.term_end,
+        );
+        if end_at >= to {
+            return Ok(());
+        }
+        let k = renewal::term_index_at(
+            input.term_start,
+            input.term_end.pred_opt().unwrap_or(input.term_end),
+        );
+        input.term_end =
+            renewal::term_end(input.term_start, k + 1).ok_or(CalendarError::OutOfRange {
+                date: input.term_end,
+            })?;
+    }
+    Ok(())
+}
+
+fn input_tz(ctx: &SubscriptionContext) -> chrono_tz::Tz {
+    ctx.reseller.timezone.tz()
+}

@@ -1,0 +1,139 @@
+//! The timeline of one subscription as operators and the marketplace read it: the renewal
+//! rules' view, the outbox state of its reminders, and its disable requests.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use super::AppError;
+use super::poll::timeline_input;
+use crate::calendar::CalendarRegistry;
+use crate::config::Settings;
+use crate::domain::SubscriptionId;
+use crate::model::SubscriptionContext;
+use crate::notify::reminder_key;
+use crate::renewal::{self, Timeline};
+use crate::store::{DisableRow, OutboxState, Store};
+
+#[derive(Debug, Serialize)]
+pub struct ReminderView {
+    pub offset: String,
+    pub date: chrono::NaiveDate,
+    pub due_at: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineView<'a> {
+    pub subscription: &'a str,
+    pub at: String,
+    pub calendar: &'a str,
+    pub timezone: &'a str,
+    pub term_index: u32,
+    pub term_start: chrono::NaiveDate,
+    pub term_end: chrono::NaiveDate,
+    pub cutoff_date: chrono::NaiveDate,
+    pub cutoff_at: String,
+    pub reminders: Vec<ReminderView>,
+    pub auto_renew: bool,
+    pub assigned_licenses: u16,
+    pub can_disable: bool,
+    pub reason: Option<&'static str>,
+    pub renews_once_more: bool,
+    pub effective_term_end: chrono::NaiveDate,
+    pub disable_requests: &'a [DisableRow],
+}
+
+pub struct TimelineReport {
+    pub ctx: SubscriptionContext,
+    pub calendar: String,
+    pub timeline: Timeline,
+    pub at: DateTime<Utc>,
+    /// Outbox state of each reminder, when one was recorded.
+    pub states: Vec<Option<OutboxState>>,
+    /// Every decided disable-auto-renew request.
+    pub requests: Vec<DisableRow>,
+}
+
+pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).to_rfc3339()
+}
+
+/// Gathers the timeline of `id` as of `at`.
+pub async fn timeline_report(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    id: &SubscriptionId,
+    at: DateTime<Utc>,
+) -> Result<TimelineReport, AppError> {
+    let ctx = store
+        .subscription_context(id)
+        .await?
+        .ok_or_else(|| AppError::UnknownSubscription(id.as_str().to_owned()))?;
+    let calendar = ctx
+        .reseller
+        .calendar
+        .clone()
+        .unwrap_or_else(|| settings.calendar.default.clone());
+    let cal = calendars.get(&calendar)?;
+    let input = timeline_input(&ctx);
+    let timeline = renewal::timeline(&input, &cal, &settings.renewal, at)?;
+    let mut states = Vec::new();
+    for r in &timeline.reminders {
+        let key = reminder_key(id.as_str(), timeline.term_end, &r.offset.to_string());
+        states.push(store.outbox_by_key(&key).await?.map(|row| row.state));
+    }
+    let requests = store.disable_requests(id.as_str()).await?;
+    Ok(TimelineReport {
+        ctx,
+        calendar,
+        timeline,
+        at,
+        states,
+        requests,
+    })
+}
+
+impl TimelineReport {
+    pub fn view(&self) -> TimelineView<'_> {
+        let t = &self.timeline;
+        let tz = self.ctx.reseller.timezone.tz();
+        let reminders = t
+            .reminders
+            .iter()
+            .zip(&self.states)
+            .map(|(r, state)| ReminderView {
+                offset: r.offset.to_string(),
+                date: r.date,
+                due_at: local(r.due_at, tz),
+                state: match state {
+                    Some(s) => s.as_str(),
+                    None if !t.auto_renew => "skipped",
+                    None if self.at < r.due_at => "pending",
+                    None if self.at >= t.cutoff_at => "skipped",
+                    None => "due",
+                },
+            })
+            .collect();
+        TimelineView {
+            subscription: self.ctx.subscription.id.as_str(),
+            at: local(self.at, tz),
+            calendar: &self.calendar,
+            timezone: tz.name(),
+            term_index: t.term_index,
+            term_start: t.term_start,
+            term_end: t.term_end,
+            cutoff_date: t.cutoff_date,
+            cutoff_at: local(t.cutoff_at, tz),
+            reminders,
+            auto_renew: t.auto_renew,
+            assigned_licenses: self.ctx.subscription.assigned_licenses.get(),
+            can_disable: t.can_disable,
+            reason: t.reason.map(|r| r.as_str()),
+            renews_once_more: t.renews_once_more,
+            effective_term_end: t.effective_term_end,
+            disable_requests: &self.requests,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `timeline SUBSCRIPTION`: the current term, cutoff, reminders and what a disable request
+//! would do now, in the reseller's time zone.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+
+use super::CliError;
+use crate::app::timeline::{TimelineReport, local};
+use crate::renewal;
+
+/// A timestamp on the command line: RFC 3339 with an offset, so it means one instant.
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            format!("{s:?} is not a timestamp: expected RFC 3339 with an offset, like 2026-12-18T23:59:00-05:00")
+        })
+}
+
+pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let view = report.view();
+    let t = &report.timeline;
+    let tz = report.ctx.reseller.timezone.tz();
+    let shown = report;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &view).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let s = &shown.ctx.subscription;
+    writeln!(
+        out,
+        "subscription  {}  {} ({}), {} seats, reseller {}",
+        s.id, s.plan, s.product_id, s.seats, shown.ctx.reseller.name
+    )?;
+    writeln!(
+        out,
+        "as of         {}  (calendar {}, {})",
+        view.at, view.calendar, view.timezone
+    )?;
+    writeln!(
+        out,
+        "term          {} of 12 months: {} to {}",
+        t.term_index, t.term_start, t.term_end
+    )?;
+    writeln!(
+        out,
+        "cutoff        {}; auto-renew can be disabled until {}",
+        t.cutoff_date.format("%a %Y-%m-%d"),
+        view.cutoff_at
+    )?;
+    for (i, r) in view.reminders.iter().enumerate() {
+        writeln!(
+            out,
+            "{}{:<5} {}  {}",
+            if i == 0 {
+                "reminders     "
+            } else {
+                "              "
+            },
+            r.offset,
+            r.due_at,
+            r.state
+        )?;
+    }
+    writeln!(
+        out,
+        "auto-renew    {}",
+        if t.auto_renew { "on" } else { "off" }
+    )?;
+    let verdict = match t.reason {
+        None => format!("yes: the subscription would end at {}", t.term_end),
+        Some(renewal::Reason::AfterCutoff) => format!(
+            "not for this term: past the cutoff, it renews once more and ends at {}",
+            t.effective_term_end
+        ),
+        Some(renewal::Reason::LicensesAssigned) => format!(
+            "no: {} licenses are still assigned; un-assign them first{}",
+            s.assigned_licenses,
+            if t.renews_once_more {
+                format!(
+                    " (past the cutoff: it would then end at {})",
+                    t.effective_term_end
+                )
+            } else {
+                String::new()
+            }
+        ),
+        Some(renewal::Reason::AlreadyDisabled) => {
+            format!("already disabled: ends at {}", t.effective_term_end)
+        }
+    };
+    writeln!(out, "disable now   {verdict}")?;
+    for (i, r) in shown.requests.iter().enumerate() {
+        writeln!(
+            out,
+            "{}{}  by {} via {}: {}{} (saw {} licenses assigned, term end {}){}",
+            if i == 0 {
+                "requests      "
+            } else {
+                "              "
+            },
+            local(r.requested_at, tz),
+            r.requested_by,
+            r.via,
+            r.decision,
+            r.reason
+                .as_deref()
+                .map(|x| format!(", {x}"))
+                .unwrap_or_default(),
+            r.seen_assigned,
+            r.seen_term_end,
+            r.effective_term_end
+                .map(|d| format!(" -> ends {d}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}

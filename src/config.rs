@@ -1,0 +1,577 @@
+//! Configuration: `config/default.toml` (compiled in, so the binary always has sane defaults),
+//! then an optional `--config FILE`, then `RENEWAL_WORKER__SECTION__KEY` environment variables.
+//! Everything is validated once at start; an error names the key and the value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::calendar::{CalendarRegistry, CalendarSpec};
+use crate::renewal::RenewalPolicy;
+
+/// The checked-in defaults, documented key by key in the file itself.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const ENV_PREFIX: &str = "RENEWAL_WORKER__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} could not be read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}` = {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub mail: MailSettings,
+    pub worker: WorkerSettings,
+    pub templates: TemplateSettings,
+    pub log: LogSettings,
+    pub marketplace: MarketplaceSettings,
+    pub calendar: CalendarSettings,
+    pub renewal: RenewalPolicy,
+    pub poll: PollSettings,
+    pub http: HttpSettings,
+    pub source: SourceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// The marketplace's changes feed; empty: no pulling.
+    pub url: String,
+    pub token: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub page_size: u32,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on; empty: no HTTP API.
+    pub bind: String,
+    pub token: SecretString,
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSettings {
+    pub schedule: String,
+    pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSettings {
+    pub default: String,
+    #[serde(default)]
+    pub custom: BTreeMap<String, CalendarSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub transport: TransportKind,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub file_dir: PathBuf,
+    pub message_id_domain: String,
+    pub smtp: SmtpSettings,
+    pub retry: RetrySettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub pool_max_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub name: Option<String>,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: usize,
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub sending_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub redrive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketplaceSettings {
+    pub name: String,
+    pub support_email: String,
+    pub vendor_name: String,
+    pub vendor_portal_url: String,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// As [`Settings::load`] with the environment provider given, so tests do not depend on
+    /// (or mutate) the process environment.
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            // Toml::file silently ignores a missing file; an operator who names one means it.
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        Self::extract(figment.merge(env))
+    }
+
+    /// Defaults plus a TOML overlay: what tests and embedders use.
+    pub fn from_toml_overlay(overlay: &str) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overlay)))
+    }
+
+    /// Every problem figment finds (each names its key), then our own checks.
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            ConfigError::Parse(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                reason: reason.to_owned(),
+            }
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")) {
+            return Err(invalid(
+                "database.url",
+                db,
+                "expected a sqlite:// URL (e.g. sqlite://data/renewal-worker.db)",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", 0, "must be at least 1"));
+        }
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                &self.mail.from,
+                "expected a mailbox such as `Renewals <renewals@example.com>`",
+            ));
+        }
+        if let Some(reply_to) = &self.mail.reply_to
+            && reply_to.parse::<lettre::message::Mailbox>().is_err()
+        {
+            return Err(invalid("mail.reply_to", reply_to, "expected a mailbox"));
+        }
+        let domain = &self.mail.message_id_domain;
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(invalid(
+                "mail.message_id_domain",
+                domain,
+                "expected a host name (letters, digits, dots, dashes)",
+            ));
+        }
+        if self.mail.transport == TransportKind::Smtp && self.mail.smtp.host.trim().is_empty() {
+            return Err(invalid(
+                "mail.smtp.host",
+                "",
+                "required when mail.transport = \"smtp\"",
+            ));
+        }
+        if self.mail.smtp.username.is_some() != self.mail.smtp.password.is_some() {
+            return Err(invalid(
+                "mail.smtp.username",
+                self.mail.smtp.username.clone().unwrap_or_default(),
+                "username and password go together: set both or neither",
+            ));
+        }
+        if self.mail.smtp.pool_max_size == 0 {
+            return Err(invalid("mail.smtp.pool_max_size", 0, "must be at least 1"));
+        }
+        let retry = &self.mail.retry;
+        if retry.max_attempts == 0 {
+            return Err(invalid("mail.retry.max_attempts", 0, "must be at least 1"));
+        }
+        if retry.initial_backoff.is_zero() {
+            return Err(invalid(
+                "mail.retry.initial_backoff",
+                "0s",
+                "must be positive",
+            ));
+        }
+        if retry.max_backoff < retry.initial_backoff {
+            return Err(invalid(
+                "mail.retry.max_backoff",
+                humantime::format_duration(retry.max_backoff),
+                "must not be shorter than mail.retry.initial_backoff",
+            ));
+        }
+        let w = &self.worker;
+        if let Some(name) = &w.name
+            && (name.is_empty() || name.len() > 64)
+        {
+            return Err(invalid("worker.name", name, "must be 1 to 64 characters"));
+        }
+        if w.concurrency == 0 {
+            return Err(invalid("worker.concurrency", 0, "must be at least 1"));
+        }
+        for (key, d) in [
+            ("worker.poll_interval", w.poll_interval),
+            ("worker.heartbeat_interval", w.heartbeat_interval),
+            ("worker.job_timeout", w.job_timeout),
+            ("worker.redrive_interval", w.redrive_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "0s", "must be positive"));
+            }
+        }
+        if w.missed_heartbeats == 0 {
+            return Err(invalid("worker.missed_heartbeats", 0, "must be at least 1"));
+        }
+        // A claimed mail is presumed lost only after the job that claimed it must have timed
+        // out; a shorter lease would hand a slow-but-alive send to a second worker.
+        if w.sending_lease <= w.job_timeout {
+            return Err(invalid(
+                "worker.sending_lease",
+                humantime::format_duration(w.sending_lease),
+                "must be longer than worker.job_timeout",
+            ));
+        }
+        let calendars = self.calendars()?;
+        if let Err(e) = calendars.get(&self.calendar.default) {
+            return Err(invalid(
+                "calendar.default",
+                &self.calendar.default,
+                &e.to_string(),
+            ));
+        }
+        if cron::Schedule::from_str(&self.poll.schedule).is_err() {
+            return Err(invalid(
+                "poll.schedule",
+                &self.poll.schedule,
+                "expected a cron expression with seconds, like \"0 * * * * *\" (every minute)",
+            ));
+        }
+        if !self.http.bind.is_empty() {
+            if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "http.bind",
+                    &self.http.bind,
+                    "expected an address and port like 127.0.0.1:8080",
+                ));
+            }
+            use secrecy::ExposeSecret;
+            if self.http.token.expose_secret().len() < 16 {
+                return Err(invalid(
+                    "http.token",
+                    "(hidden)",
+                    "required when http.bind is set: at least 16 characters (set RENEWAL_WORKER__HTTP__TOKEN)",
+                ));
+            }
+        }
+        if !self.source.url.is_empty() {
+            match url::Url::parse(&self.source.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(invalid(
+                        "source.url",
+                        &self.source.url,
+                        "expected an http(s):// URL of the marketplace's changes feed",
+                    ));
+                }
+            }
+            if self.source.page_size == 0 || self.source.max_attempts == 0 {
+                return Err(invalid(
+                    "source.page_size",
+                    self.source.page_size,
+                    "page_size and max_attempts must be at least 1",
+                ));
+            }
+        }
+        if self.http.body_limit < 1024 {
+            return Err(invalid(
+                "http.body_limit",
+                self.http.body_limit,
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.poll.batch_size == 0 {
+            return Err(invalid("poll.batch_size", 0, "must be at least 1"));
+        }
+        if self.renewal.cutoff_business_days > 60 {
+            return Err(invalid(
+                "renewal.cutoff_business_days",
+                self.renewal.cutoff_business_days,
+                "must be at most 60",
+            ));
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "trace" | "debug" | "info" | "warn" | "error"
+        ) {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "expected one of trace, debug, info, warn, error",
+            ));
+        }
+        if url::Url::parse(&self.marketplace.vendor_portal_url)
+            .map(|u| u.scheme() != "https")
+            .unwrap_or(true)
+        {
+            return Err(invalid(
+                "marketplace.vendor_portal_url",
+                &self.marketplace.vendor_portal_url,
+                "expected an https:// URL",
+            ));
+        }
+        if self
+            .marketplace
+            .support_email
+            .parse::<lettre::Address>()
+            .is_err()
+        {
+            return Err(invalid(
+                "marketplace.support_email",
+                &self.marketplace.support_email,
+                "expected an email address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The built-in calendars and those of `[calendar.custom]`, each checked (an iCalendar
+    /// file is read now).
+    pub fn calendars(&self) -> Result<CalendarRegistry, ConfigError> {
+        CalendarRegistry::new(&self.calendar.custom).map_err(|e| ConfigError::Invalid {
+            key: "calendar.custom",
+            value: self
+                .calendar
+                .custom
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The worker's name in the queue: unique per live process (apalis refuses a second
+    /// registration of a name seen alive within one heartbeat), recognisable per host.
+    pub fn worker_instance_name(&self) -> String {
+        let base = self.worker.name.clone().unwrap_or_else(hostname_or_default);
+        format!("{base}-{}", std::process::id())
+    }
+}
+
+fn hostname_or_default() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "renewal-worker".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::from_toml_overlay("").unwrap();
+        assert_eq!(s.mail.transport, TransportKind::File);
+        assert!(s.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = Settings::from_toml_overlay("[mail]\ntransprot = \"smtp\"\n").unwrap_err();
+        assert!(err.to_string().contains("transprot"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_key_and_value() {
+        let err = Settings::from_toml_overlay("[mail]\ntransport = \"pigeon\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("pigeon") && msg.contains("transport"), "{msg}");
+
+        let err = Settings::from_toml_overlay("[mail]\nfrom = \"not a mailbox\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("mail.from") && msg.contains("not a mailbox"),
+            "{msg}"
+        );
+
+        let err = Settings::from_toml_overlay("[mail.retry]\nmax_attempts = 0\n").unwrap_err();
+        assert!(err.to_string().contains("mail.retry.max_attempts"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn environment_overrides_nested_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RENEWAL_WORKER__MAIL__TRANSPORT", "smtp");
+            jail.set_env("RENEWAL_WORKER__MAIL__SMTP__PORT", "2525");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.mail.transport, TransportKind::Smtp);
+            assert_eq!(s.mail.smtp.port, 2525);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn calendars_and_renewal_settings_are_checked() {
+        let s = Settings::from_toml_overlay(
+            "[calendar]\ndefault = \"acme\"\n[calendar.custom.acme]\nbase = \"us\"\nadd = [\"2026-12-24\"]\nweekend = [\"Sat\", \"Sun\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.calendar.default, "acme");
+        assert_eq!(s.renewal.cutoff_business_days, 5);
+        let err = Settings::from_toml_overlay("[calendar]\ndefault = \"mars\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("calendar.default") && err.to_string().contains("mars"),
+            "{err}"
+        );
+        let err = Settings::from_toml_overlay("[calendar.custom.x]\nbase = \"fr\"\n").unwrap_err();
+        assert!(err.to_string().contains("\"fr\""), "{err}");
+        let err = Settings::from_toml_overlay("[renewal]\nreminder_offsets = [\"30d\", \"2w\"]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("\"2w\"") && err.to_string().contains("reminder_offsets"),
+            "{err}"
+        );
+        let err =
+            Settings::from_toml_overlay("[renewal]\nreminder_time = \"25:00\"\n").unwrap_err();
+        assert!(err.to_string().contains("25:00"), "{err}");
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let err = Settings::load_from(
+            Some(Path::new("/nonexistent/renewal.toml")),
+            Env::prefixed("RENEWAL_WORKER_TEST_UNUSED__"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/renewal.toml"));
+    }
+}

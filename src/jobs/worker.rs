@@ -1,0 +1,249 @@
+//! The daemon's worker: apalis on the SQLite queue, plus the periodic redrive that re-queues
+//! owed mail after a crash. Shutdown: stop fetching, let jobs in flight finish within the grace
+//! period, then return.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use apalis::prelude::*;
+use tracing::{error, info, warn};
+
+use std::str::FromStr;
+
+use apalis_cron::{CronScheduler, Tick};
+
+use super::{
+    DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, SEND_QUEUE, SendMail,
+};
+use crate::app::{Deliverer, Delivery};
+use crate::store::QueueOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the job queue stopped: {0}")]
+    Monitor(String),
+}
+
+async fn handle_send(job: SendMail, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    let result = deliverer.deliver(job.outbox_id, job.attempts).await;
+    deliverer.metrics.job("send", result.is_ok());
+    match result {
+        Ok(Delivery::Failed { reason }) => {
+            // Recorded in the outbox; the job itself did its work.
+            info!(outbox_id = job.outbox_id, %reason, "mail failed for good");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        // Store trouble: let apalis retry the job (the claim guard keeps this single).
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+async fn handle_tick(_tick: Tick, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    let result = deliverer.poll().await;
+    deliverer.metrics.job("poll", result.is_ok());
+    result.map(|_| ()).map_err(|e| {
+        warn!(error = %e, "scheduled poll failed; the next tick retries");
+        Box::new(e) as BoxDynError
+    })
+}
+
+async fn handle_poll_now(job: PollNow, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    if let Some(sub) = &job.subscription {
+        deliverer.store.mark_due(sub).await?;
+    }
+    let result = deliverer.poll().await;
+    deliverer.metrics.job("poll", result.is_ok());
+    let report = result?;
+    info!(requested_by = %job.requested_by, ?report, "poll on request done");
+    Ok(())
+}
+
+async fn handle_disable(
+    job: DisableRequest,
+    deliverer: Data<Arc<Deliverer>>,
+) -> Result<(), BoxDynError> {
+    let (Ok(id), Ok(by)) = (
+        crate::domain::SubscriptionId::parse(&job.subscription),
+        crate::domain::EmailAddress::parse(&job.requested_by),
+    ) else {
+        // Checked when queued; a bad job cannot get better by retrying.
+        warn!(?job, "disable request with invalid fields dropped");
+        return Err(Box::new(AbortError::new("invalid disable request")));
+    };
+    let d = &deliverer;
+    let outcome = match crate::app::request_disable(
+        &d.store,
+        &d.settings,
+        &d.calendars,
+        &id,
+        &by,
+        job.requested_at,
+        d.clock.now(),
+        "job",
+        &job.request_key,
+    )
+    .await
+    {
+        Ok(o) => {
+            d.metrics.job("disable_auto_renew", true);
+            o
+        }
+        Err(e) => {
+            d.metrics.job("disable_auto_renew", false);
+            return Err(Box::new(e));
+        }
+    };
+    info!(subscription = %job.subscription, decision = %outcome.decision, reason = ?outcome.reason, "disable request decided");
+    Ok(())
+}
+
+/// Runs the worker until `shutdown` resolves.
+pub async fn run_worker(
+    deliverer: Arc<Deliverer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let settings = deliverer.settings.clone();
+    let w = &settings.worker;
+
+    // Owed mail whose job went missing (crash between steps, expired claim) is found here
+    // before the first job is fetched, then again every redrive_interval.
+    match deliverer.redrive().await {
+        Ok(r) => info!(
+            owed = r.jobs_pushed,
+            expired_claims = r.leases_expired,
+            "owed mail checked at start"
+        ),
+        Err(e) => warn!(error = %e, "owed-mail check at start failed; will retry"),
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let redrive = {
+        let deliverer = deliverer.clone();
+        let every = w.redrive_interval;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = deliverer.redrive().await {
+                            warn!(error = %e, "owed-mail check failed; will retry");
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+
+    let store = deliverer.store.clone();
+    let base_name = deliverer.worker_name.clone();
+    let concurrency = w.concurrency;
+    let queue_options = QueueOptions {
+        // Fetch no more than can run at once, so a busy worker never sits on jobs that an idle
+        // one could take.
+        batch_size: concurrency,
+        poll_interval: w.poll_interval,
+        heartbeat_interval: w.heartbeat_interval,
+        missed_heartbeats: w.missed_heartbeats,
+    };
+    let job_timeout = w.job_timeout;
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let schedule = cron::Schedule::from_str(&settings.poll.schedule)
+        .map_err(|e| WorkerError::Monitor(format!("poll.schedule: {e}")))?;
+    let poll_options = QueueOptions {
+        batch_size: 1,
+        ..queue_options
+    };
+
+    let send_deliverer = deliverer.clone();
+    let monitor = Monitor::new()
+        // A database blip must not leave the daemon running without a worker.
+        .should_restart(|ctx, err| {
+            error!(worker = ctx.name(), error = %err, "worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(w.shutdown_grace)
+        .register(move |_| {
+            // apalis refuses a name seen alive within one heartbeat, so a restarted worker
+            // takes a fresh one; the jobs of the old name are re-queued as orphans.
+            let n = restarts.fetch_add(1, Ordering::SeqCst);
+            let name = if n == 0 {
+                base_name.clone()
+            } else {
+                format!("{base_name}-r{n}")
+            };
+            WorkerBuilder::new(name)
+                .backend(store.job_queue::<SendMail>(SEND_QUEUE, queue_options))
+                .data(send_deliverer.clone())
+                .concurrency(concurrency)
+                .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
+                .timeout(job_timeout)
+                .catch_panic()
+                .build(handle_send)
+        });
+
+    let monitor = {
+        let deliverer = deliverer.clone();
+        let base_name = deliverer.worker_name.clone();
+        monitor.register(move |n| {
+            WorkerBuilder::new(format!(
+                "{base_name}-cron{}",
+                if n == 0 {
+                    String::new()
+                } else {
+                    format!("-{n}")
+                }
+            ))
+            .backend(CronScheduler::new(schedule.clone()))
+            .data(deliverer.clone())
+            .catch_panic()
+            .build(handle_tick)
+        })
+    };
+    let monitor = {
+        let deliverer = deliverer.clone();
+        let store = deliverer.store.clone();
+        let restarts = Arc::new(AtomicUsize::new(0));
+        monitor.register(move |_| {
+            let n = restarts.fetch_add(1, Ordering::SeqCst);
+            WorkerBuilder::new(format!("{}-poll-r{n}", deliverer.worker_name))
+                .backend(store.job_queue::<PollNow>(POLL_QUEUE, poll_options))
+                .data(deliverer.clone())
+                .concurrency(1)
+                .timeout(job_timeout.max(std::time::Duration::from_secs(600)))
+                .catch_panic()
+                .build(handle_poll_now)
+        })
+    };
+
+    let monitor = {
+        let deliverer = deliverer.clone();
+        let store = deliverer.store.clone();
+        let restarts = Arc::new(AtomicUsize::new(0));
+        monitor.register(move |_| {
+            let n = restarts.fetch_add(1, Ordering::SeqCst);
+            WorkerBuilder::new(format!("{}-disable-r{n}", deliverer.worker_name))
+                .backend(store.job_queue::<DisableRequest>(DISABLE_QUEUE, poll_options))
+                .data(deliverer.clone())
+                .concurrency(1)
+                .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
+                .timeout(job_timeout)
+                .catch_panic()
+                .build(handle_disable)
+        })
+    };
+
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            info!("shutting down: finishing jobs in flight");
+            Ok(())
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = redrive.await;
+    result.map_err(|e| WorkerError::Monitor(e.to_string()))
+}

@@ -1,0 +1,262 @@
+//! Mail transport: SMTP (pooled) or a folder of `.eml` files, chosen by config, and the
+//! building of multipart messages. Failures are classified the way SMTP means them: a 5xx
+//! reply is permanent, everything else (4xx, timeouts, refused connections) is transient.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart, header};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{
+    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+};
+use secrecy::ExposeSecret;
+
+use crate::config::{MailSettings, SmtpTls, TransportKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("mail setting `{key}` = {value:?} is not usable: {reason}")]
+    Setting {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot build the message: {0}")]
+    Build(String),
+}
+
+/// Why a send did not go through, in the terms retries care about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("transient failure{}: {detail}", code_suffix(*code))]
+    Transient { code: Option<u16>, detail: String },
+    #[error("permanent failure{}: {detail}", code_suffix(*code))]
+    Permanent { code: Option<u16>, detail: String },
+}
+
+fn code_suffix(code: Option<u16>) -> String {
+    code.map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+/// A rendered mail ready to go.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Full Message-ID including angle brackets.
+    pub message_id: String,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    inner: Inner,
+    /// Bound on one whole send: lettre's own timeout does not cover a server that accepts the
+    /// connection and then says nothing.
+    send_timeout: Duration,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    description: String,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("transport", &self.description)
+            .finish()
+    }
+}
+
+impl Mailer {
+    pub fn from_settings(s: &MailSettings) -> Result<Self, MailError> {
+        let from: Mailbox = s.from.parse().map_err(|e| MailError::Setting {
+            key: "mail.from",
+            value: s.from.clone(),
+            reason: format!("{e}"),
+        })?;
+        let reply_to = s
+            .reply_to
+            .as_ref()
+            .map(|r| {
+                r.parse::<Mailbox>().map_err(|e| MailError::Setting {
+                    key: "mail.reply_to",
+                    value: r.clone(),
+                    reason: format!("{e}"),
+                })
+            })
+            .transpose()?;
+        let (inner, description) = match s.transport {
+            TransportKind::File => {
+                std::fs::create_dir_all(&s.file_dir).map_err(|e| MailError::Setting {
+                    key: "mail.file_dir",
+                    value: s.file_dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                (
+                    Inner::File(AsyncFileTransport::new(&s.file_dir)),
+                    format!("file:{}", s.file_dir.display()),
+                )
+            }
+            TransportKind::Smtp => {
+                let smtp = &s.smtp;
+                let host_err = |e: lettre::transport::smtp::Error| MailError::Setting {
+                    key: "mail.smtp.host",
+                    value: smtp.host.clone(),
+                    reason: e.to_string(),
+                };
+                let mut builder = match smtp.tls {
+                    SmtpTls::None => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+                    }
+                    SmtpTls::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                            .map_err(host_err)?
+                    }
+                    SmtpTls::Tls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(host_err)?
+                    }
+                }
+                .port(smtp.port)
+                .timeout(Some(smtp.timeout))
+                .pool_config(
+                    PoolConfig::new()
+                        .max_size(smtp.pool_max_size)
+                        .idle_timeout(smtp.pool_idle_timeout),
+                );
+                if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
+                    builder = builder.credentials(Credentials::new(
+                        user.clone(),
+                        password.expose_secret().to_owned(),
+                    ));
+                }
+                let tls = match smtp.tls {
+                    SmtpTls::None => "plain",
+                    SmtpTls::Starttls => "starttls",
+                    SmtpTls::Tls => "tls",
+                };
+                (
+                    Inner::Smtp(builder.build()),
+                    format!("smtp://{}:{} ({tls})", smtp.host, smtp.port),
+                )
+            }
+        };
+        Ok(Self {
+            inner,
+            send_timeout: s.smtp.timeout,
+            from,
+            reply_to,
+            description,
+        })
+    }
+
+    /// Where mail goes, for logs and the start banner (no secrets).
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    pub fn build_message(&self, mail: &OutgoingMail) -> Result<Message, MailError> {
+        if mail.to.is_empty() {
+            return Err(MailError::Build("no recipients".into()));
+        }
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(one_line(&mail.subject))
+            .message_id(Some(mail.message_id.clone()));
+        if let Some(r) = &self.reply_to {
+            builder = builder.reply_to(r.clone());
+        }
+        for to in &mail.to {
+            builder = builder.to(Mailbox::new(None, to.clone()));
+        }
+        for cc in &mail.cc {
+            builder = builder.cc(Mailbox::new(None, cc.clone()));
+        }
+        builder
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(
+                        lettre::message::SinglePart::builder()
+                            .header(header::ContentType::TEXT_PLAIN)
+                            .body(mail.text.clone()),
+                    )
+                    .singlepart(
+                        lettre::message::SinglePart::builder()
+                            .header(header::ContentType::TEXT_HTML)
+                            .body(mail.html.clone()),
+                    ),
+            )
+            .map_err(|e| MailError::Build(e.to_string()))
+    }
+
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        match &self.inner {
+            Inner::Smtp(t) => {
+                match tokio::time::timeout(self.send_timeout, t.send(message)).await {
+                    Ok(result) => result.map(|_| ()).map_err(classify_smtp),
+                    Err(_) => Err(SendError::Transient {
+                        code: None,
+                        detail: format!(
+                            "no complete answer from the SMTP server within {}",
+                            humantime::format_duration(self.send_timeout)
+                        ),
+                    }),
+                }
+            }
+            Inner::File(t) => t.send(message).await.map(|_| ()).map_err(|e| {
+                // A full disk or a missing folder may well be fixed by the operator.
+                SendError::Transient {
+                    code: None,
+                    detail: e.to_string(),
+                }
+            }),
+        }
+    }
+
+    /// Whether the transport can be reached now (SMTP: a NOOP over a fresh connection).
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        match &self.inner {
+            Inner::Smtp(t) => match tokio::time::timeout(timeout, t.test_connection()).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => Err("the SMTP server did not answer NOOP".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            },
+            Inner::File(_) => Ok(()),
+        }
+    }
+}
+
+fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
+    let code = e.status().and_then(|c| c.to_string().parse::<u16>().ok());
+    let detail = e.to_string();
+    if e.is_permanent() {
+        SendError::Permanent { code, detail }
+    } else {
+        SendError::Transient { code, detail }
+    }
+}
+
+/// Header values cannot span lines; a template that renders a newline into the subject must
+/// not be able to inject headers.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_folded_to_one_line() {
+        assert_eq!(one_line(" a\r\nBcc: x@y\n b "), "a Bcc: x@y b");
+    }
+}

@@ -1,0 +1,118 @@
+//! Process metrics in Prometheus text format. Counters and histograms are updated where the
+//! work happens; queue gauges are read from the store when scraped.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub jobs: Family<JobLabels, Counter>,
+    pub mails: Family<MailLabels, Counter>,
+    pub poll_seconds: Histogram,
+    pub smtp_seconds: Histogram,
+    pub queue_depth: Gauge,
+    pub oldest_pending_seconds: Gauge,
+    pub owed_mails: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let jobs = Family::<JobLabels, Counter>::default();
+        let mails = Family::<MailLabels, Counter>::default();
+        let poll_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let smtp_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let queue_depth = Gauge::default();
+        let oldest_pending_seconds = Gauge::default();
+        let owed_mails = Gauge::default();
+        let mut r = Registry::with_prefix("renewal_worker");
+        r.register("jobs", "Jobs run, by kind and outcome", jobs.clone());
+        r.register(
+            "mails",
+            "Mails by kind and outcome (sent, retry, failed, skipped)",
+            mails.clone(),
+        );
+        r.register(
+            "poll_duration_seconds",
+            "Duration of one poll",
+            poll_seconds.clone(),
+        );
+        r.register(
+            "smtp_send_duration_seconds",
+            "Duration of handing one mail to the transport",
+            smtp_seconds.clone(),
+        );
+        r.register("queue_depth", "Jobs waiting to run", queue_depth.clone());
+        r.register(
+            "oldest_pending_job_age_seconds",
+            "Age of the oldest job waiting to run",
+            oldest_pending_seconds.clone(),
+        );
+        r.register(
+            "owed_mails",
+            "Mails owed and not yet sent",
+            owed_mails.clone(),
+        );
+        Self {
+            registry: Mutex::new(r),
+            jobs,
+            mails,
+            poll_seconds,
+            smtp_seconds,
+            queue_depth,
+            oldest_pending_seconds,
+            owed_mails,
+        }
+    }
+
+    pub fn job(&self, kind: &str, ok: bool) {
+        self.jobs
+            .get_or_create(&JobLabels {
+                kind: kind.to_owned(),
+                outcome: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn mail(&self, kind: &str, outcome: &str) {
+        self.mails
+            .get_or_create(&MailLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,275 @@
+//! The pulling source: changed resellers, customers, subscriptions and provisioning events
+//! from the marketplace's changes feed, page by page from a persisted `updated_since` cursor.
+//! Rows get the same checks as `import`; a bad row is reported and skipped, never half-applied.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use crate::app::{self, AppError, EventOutcome};
+use crate::calendar::CalendarRegistry;
+use crate::config::Settings;
+use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
+use crate::import::{self, ImportError, Known, RawFile};
+use crate::store::{Store, StoreError};
+
+/// The cursor's name in the store.
+const SOURCE: &str = "marketplace";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source.url is not set")]
+    Off,
+    #[error("cannot fetch {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} sent a page that is not the expected JSON: {reason}")]
+    Page { url: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Page {
+    resellers: Vec<Map<String, Value>>,
+    customers: Vec<Map<String, Value>>,
+    subscriptions: Vec<Map<String, Value>>,
+    events: Vec<Map<String, Value>>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+/// What one pull applied and what it skipped (with why).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PullReport {
+    pub pages: u32,
+    pub resellers: usize,
+    pub customers: usize,
+    pub subscriptions: usize,
+    pub events_recorded: usize,
+    pub events_already_recorded: usize,
+    pub skipped: Vec<String>,
+    pub cursor: Option<String>,
+}
+
+fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
+    // One TLS stack in the process: rustls with ring, as lettre and sqlx use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(settings.source.timeout)
+        .build()
+        .map_err(|e| SourceError::Fetch {
+            url: settings.source.url.clone(),
+            reason: e.to_string(),
+        })
+}
+
+async fn fetch(
+    http: &reqwest::Client,
+    settings: &Settings,
+    cursor: Option<&str>,
+) -> Result<Page, SourceError> {
+    let s = &settings.source;
+    let mut query: Vec<(&str, String)> = vec![("limit", s.page_size.to_string())];
+    if let Some(c) = cursor {
+        query.push(("updated_since", c.to_owned()));
+    }
+    let mut wait = s.initial_backoff;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut req = http.get(&s.url).query(&query);
+        if !s.token.expose_secret().is_empty() {
+            req = req.bearer_auth(s.token.expose_secret());
+        }
+        let result = match req.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                return resp.json::<Page>().await.map_err(|e| SourceError::Page {
+                    url: s.url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body: String = resp.text().await.unwrap_or_default().chars().take(500).collect();
+                let err = SourceError::Status {
+                    url: s.url.clone(),
+                    status,
+                    body,
+                };
+                // A 4xx will not get better by asking again (but 429 might).
+                if (400..500).contains(&status) && status != 429 {
+                    return Err(err);
+                }
+                err
+            }
+            Err(e) => SourceError::Fetch {
+                url: s.url.clone(),
+                reason: e.to_string(),
+            },
+        };
+        if attempt >= s.max_attempts {
+            return Err(result);
+        }
+        warn!(error = %result, attempt, retry_in = ?wait, "pull failed; retrying");
+        tokio::time::sleep(wait).await;
+        wait = wait.saturating_mul(2).min(Duration::from_secs(300));
+    }
+}
+
+fn describe(section: &str, row: &Map<String, Value>, what: &str) -> String {
+    let id = row.get("id").and_then(Value::as_str).unwrap_or("?");
+    format!("{section} {id}: {what}")
+}
+
+/// Applies the valid rows of a page in one transaction; reports and drops the others (and,
+/// in turn, rows that referred to them).
+async fn apply_rows(
+    store: &Store,
+    calendars: &CalendarRegistry,
+    mut raw: RawFile,
+    now: DateTime<Utc>,
+    report: &mut PullReport,
+) -> Result<(), SourceError> {
+    let known_calendar = |name: &str| calendars.get(name).map(|_| ()).map_err(|e| e.to_string());
+    for _ in 0..10 {
+        let sub_ids: Vec<&str> = raw.subscriptions.iter().filter_map(|r| r.get("id")?.as_str()).collect();
+        let reseller_refs: Vec<&str> = raw
+            .customers
+            .iter()
+            .chain(&raw.subscriptions)
+            .filter_map(|r| r.get("reseller_id")?.as_str())
+            .collect();
+        let customer_refs: Vec<&str> = raw.subscriptions.iter().filter_map(|r| r.get("customer_id")?.as_str()).collect();
+        let known = Known {
+            resellers: store.existing_resellers(&reseller_refs).await?.into_iter().collect(),
+            customers: store.existing_customers(&customer_refs).await?.into_iter().collect(),
+            disabled: store.irrevocably_disabled(&sub_ids).await?.into_iter().collect(),
+        };
+        match import::check(&raw, &known, &known_calendar, |_| {}) {
+            Ok(checked) => {
+                let counts = store
+                    .upsert_records(&checked.resellers, &checked.customers, &checked.subscriptions, now, |_| {})
+                    .await?;
+                report.resellers += counts.resellers;
+                report.customers += counts.customers;
+                report.subscriptions += counts.subscriptions;
+                return Ok(());
+            }
+            Err(ImportError::Invalid(issues)) => {
+                let mut bad: BTreeSet<(&'static str, usize)> = BTreeSet::new();
+                for issue in &issues {
+                    bad.insert((issue.section, issue.row - 1));
+                }
+                for (section, rows) in [
+                    ("resellers", &mut raw.resellers),
+                    ("customers", &mut raw.customers),
+                    ("subscriptions", &mut raw.subscriptions),
+                ] {
+                    let mut index = 0;
+                    rows.retain(|row| {
+                        let keep = !bad.contains(&(section, index));
+                        if !keep {
+                            let why: Vec<String> = issues
+                                .iter()
+                                .filter(|i| i.section == section && i.row - 1 == index)
+                                .map(|i| format!("`{}`: {}", i.field, i.message))
+                                .collect();
+                            report.skipped.push(describe(section, row, &why.join("; ")));
+                        }
+                        index += 1;
+                        keep
+                    });
+                }
+            }
+            Err(e) => return Err(SourceError::Page { url: String::new(), reason: e.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// One pull: every page from the stored cursor on.
+pub async fn pull(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    now: DateTime<Utc>,
+) -> Result<PullReport, SourceError> {
+    if settings.source.url.is_empty() {
+        return Err(SourceError::Off);
+    }
+    let http = client(settings)?;
+    let mut report = PullReport {
+        cursor: store.source_cursor(SOURCE).await?,
+        ..PullReport::default()
+    };
+    loop {
+        let page = fetch(&http, settings, report.cursor.as_deref()).await?;
+        report.pages += 1;
+        let raw = RawFile {
+            resellers: page.resellers,
+            customers: page.customers,
+            subscriptions: page.subscriptions,
+        };
+        apply_rows(store, calendars, raw, now, &mut report).await?;
+        for event in &page.events {
+            let text = |f: &str| event.get(f).and_then(Value::as_str);
+            let parsed = (|| -> Result<_, String> {
+                let sub = SubscriptionId::parse(text("subscription_id").unwrap_or_default())
+                    .map_err(|e| format!("`subscription_id`: {e}"))?;
+                let kind = ProvisioningEvent::parse(text("event").unwrap_or_default())
+                    .map_err(|e| format!("`event`: {e}"))?;
+                let url = text("download_url")
+                    .map(DownloadUrl::parse)
+                    .transpose()
+                    .map_err(|e| format!("`download_url`: {e}"))?;
+                Ok((sub, kind, url))
+            })();
+            let label = format!(
+                "event {} {}",
+                text("subscription_id").unwrap_or("?"),
+                text("event").unwrap_or("?")
+            );
+            match parsed {
+                Err(why) => report.skipped.push(format!("{label}: {why}")),
+                Ok((sub, kind, url)) => {
+                    match app::record_event(store, settings, now, &sub, kind, url.as_ref()).await {
+                        Ok(EventOutcome::Queued { .. }) => report.events_recorded += 1,
+                        Ok(EventOutcome::AlreadyRecorded { .. }) => report.events_already_recorded += 1,
+                        Err(AppError::UnknownSubscription(_) | AppError::Invalid(_)) => {
+                            report.skipped.push(format!("{label}: cannot be recorded (unknown subscription or missing download_url)"));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        // The cursor moves only once the page is applied: a crash re-applies it, harmlessly
+        // (upserts, and events keyed in the outbox).
+        if let Some(next) = &page.next_cursor {
+            store.set_source_cursor(SOURCE, next, now).await?;
+            report.cursor = Some(next.clone());
+        }
+        if !page.has_more || page.next_cursor.is_none() {
+            break;
+        }
+    }
+    for s in &report.skipped {
+        warn!(skipped = %s, "row from the marketplace skipped");
+    }
+    info!(pages = report.pages, subscriptions = report.subscriptions, events = report.events_recorded, skipped = report.skipped.len(), "pulled from the marketplace");
+    Ok(report)
+}

@@ -1,0 +1,1265 @@
+//! Persistence. Every SQL statement of the project lives under this module, and so does every
+//! difference between database backends; callers see plain Rust values.
+
+mod jobs;
+mod rows;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use apalis::prelude::{BackendExt, TaskBuilder};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::domain::SubscriptionId;
+use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
+
+pub use jobs::JobRow;
+pub use rows::OutboxRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {url:?} is not usable: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("could not open the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("job queue error: {0}")]
+    Queue(String),
+    #[error("stored {table} row {id:?} is unreadable: {detail}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        detail: String,
+    },
+}
+
+/// A job to put on the queue in the same transaction as the outbox change that owes it, so
+/// there is never an owed mail without a job, nor a job without its mail.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub queue: &'static str,
+    pub args: serde_json::Value,
+    /// Pushing a second job with the same key is a no-op.
+    pub idempotency_key: String,
+    pub run_after: Duration,
+    pub max_attempts: usize,
+}
+
+/// What a caller wants recorded as owed.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub key: String,
+    pub kind: String,
+    pub subscription_id: String,
+    pub recipients: Vec<String>,
+    pub payload: serde_json::Value,
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Created {
+        id: i64,
+    },
+    /// The key was already owed or delivered; nothing was written.
+    AlreadyRecorded {
+        id: i64,
+        state: OutboxState,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for OutboxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            other => return Err(format!("unknown outbox state {other:?}")),
+        })
+    }
+}
+
+/// A term-end change the poll makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermChange {
+    None,
+    /// The subscription renewed: its current term now ends on this date.
+    Renew(chrono::NaiveDate),
+    /// The subscription stopped at its term end.
+    End,
+}
+
+/// Everything one poll decided for one subscription, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct RenewalUpdate {
+    pub subscription_id: String,
+    /// The term end the decisions were made for: if another poll moved it meanwhile, nothing
+    /// is applied.
+    pub expected_term_end: chrono::NaiveDate,
+    /// Mails to owe (with a job), or, with a reason, to record as skipped.
+    pub notifications: Vec<(NewNotification, Option<String>)>,
+    pub change: TermChange,
+    /// Reminders still pending in the outbox are skipped with this reason.
+    pub cancel_pending_reminders: Option<String>,
+    /// When the poll next has something to do for it; `None`: never (ended).
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// False when another poll had moved the term meanwhile (nothing was written).
+    pub applied: bool,
+    pub queued: u32,
+    pub skipped: u32,
+    pub cancelled: u32,
+}
+
+/// A decided request to disable auto-renew, as it is to be recorded.
+#[derive(Debug, Clone)]
+pub struct DisableRecord {
+    pub request_key: String,
+    pub subscription_id: String,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub via: String,
+    pub seen_assigned: u32,
+    pub seen_term_end: chrono::NaiveDate,
+    pub seen_auto_renew: bool,
+    pub accepted: bool,
+    pub reason: Option<String>,
+    pub cutoff_at: Option<DateTime<Utc>>,
+    pub effective_term_end: Option<chrono::NaiveDate>,
+    pub renews_once_more: bool,
+    /// Switch auto-renew off now, to stop at this term end: only while no license is assigned
+    /// and nothing changed since the decision (checked in the same statement).
+    pub switch_off: bool,
+}
+
+/// A recorded decision, as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DisableRow {
+    pub id: i64,
+    pub request_key: String,
+    pub requested_by: String,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: DateTime<Utc>,
+    pub via: String,
+    pub seen_assigned: u32,
+    pub seen_term_end: chrono::NaiveDate,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub cutoff_at: Option<DateTime<Utc>>,
+    pub effective_term_end: Option<chrono::NaiveDate>,
+    pub renews_once_more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisableRecorded {
+    Recorded(DisableRow),
+    /// The subscription changed between decision and commit (a license was assigned, another
+    /// request won): nothing written; decide again.
+    Conflict,
+    /// This request key was decided before: its decision.
+    Duplicate(DisableRow),
+}
+
+/// What a license-count update saw, for callers that must order it against other writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LicenseUpdate {
+    pub previous: u32,
+    pub auto_renew_was_on: bool,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Sent,
+    /// Worth retrying; `retry` is the next attempt's job, or `None` when attempts are spent.
+    Transient {
+        code: Option<u16>,
+        detail: String,
+        retry: Option<(DateTime<Utc>, QueuedJob)>,
+    },
+    Permanent {
+        code: Option<u16>,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub outbox_id: i64,
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryAttempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub smtp_code: Option<u16>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RedriveReport {
+    /// Claims whose lease ran out (their worker presumably died mid-send).
+    pub leases_expired: u64,
+    /// Owed rows whose job was (re)pushed; pushes of a job already queued are no-ops.
+    pub jobs_pushed: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub resellers: usize,
+    pub customers: usize,
+    pub subscriptions: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending_jobs: i64,
+    pub oldest_pending_seconds: i64,
+    pub owed_mails: i64,
+}
+
+/// How a worker uses the job queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueOptions {
+    /// Jobs fetched at once; keep it at most the worker's concurrency.
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: usize,
+}
+
+/// The job queue backend of this store, ready for an apalis worker.
+pub type JobQueue<T> =
+    apalis::prelude::PollWith<apalis_sqlite::SqliteStorage<T>, apalis::prelude::IntervalStrategy>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date: ours and the
+    /// job queue's.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let filename = options.get_filename().to_owned();
+        if let Some(dir) = filename.parent()
+            && !dir.as_os_str().is_empty()
+            && filename != Path::new(":memory:")
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
+                url: url.to_owned(),
+                reason: format!("cannot create folder {}: {e}", dir.display()),
+            })?;
+        }
+        // apalis's own setup would set synchronous=OFF, which can lose owed mail on power
+        // loss; we open the file ourselves with WAL + NORMAL and run its migrations directly.
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        // The queue's migrations keep their own ledger so the two sets never see each other
+        // as "missing" migrations.
+        let mut queue = apalis_sqlite::SqliteStorage::migrations();
+        queue.dangerous_set_table_name("_apalis_migrations");
+        queue.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The job queue `queue` on this store's database, polled every `poll_interval` (the
+    /// update hooks apalis offers do not see jobs pushed by other processes, such as the CLI).
+    pub fn job_queue<T>(&self, queue: &str, options: QueueOptions) -> JobQueue<T> {
+        let config = apalis_sqlite::Config::default()
+            .queue(queue)
+            .batch_size(options.batch_size.max(1))
+            .heartbeat_interval(options.heartbeat_interval)
+            .missed_heartbeats(options.missed_heartbeats);
+        apalis_sqlite::SqliteStorage::new(&self.pool)
+            .with_config(config)
+            .poll_with_interval(options.poll_interval)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---------------------------------------------------------------- marketplace records
+
+    /// Writes every record in one transaction: all of them or none.
+    pub async fn upsert_records(
+        &self,
+        resellers: &[Reseller],
+        customers: &[Customer],
+        subscriptions: &[Subscription],
+        now: DateTime<Utc>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<ImportCounts, StoreError> {
+        let now = millis(now);
+        let mut tx = self.pool.begin().await?;
+        for r in resellers {
+            sqlx::query(
+                "INSERT INTO resellers (id, name, email, csn, timezone, calendar, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+                   csn = excluded.csn, timezone = excluded.timezone,
+                   calendar = excluded.calendar, updated_at = excluded.updated_at",
+            )
+            .bind(r.id.as_str())
+            .bind(&r.name)
+            .bind(r.email.as_str())
+            .bind(r.csn.as_ref().map(|c| c.as_str()))
+            .bind(r.timezone.as_str())
+            .bind(r.calendar.as_deref())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            // A new time zone or calendar moves every date of its subscriptions.
+            sqlx::query("UPDATE subscriptions SET next_due_at = 0 WHERE reseller_id = ?")
+                .bind(r.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            progress(1);
+        }
+        for c in customers {
+            sqlx::query(
+                "INSERT INTO customers (id, reseller_id, name, email, updated_at)
+                 VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET reseller_id = excluded.reseller_id,
+                   name = excluded.name, email = excluded.email, updated_at = excluded.updated_at",
+            )
+            .bind(c.id.as_str())
+            .bind(c.reseller_id.as_str())
+            .bind(&c.name)
+            .bind(c.email.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            progress(1);
+        }
+        for s in subscriptions {
+            sqlx::query(
+                "INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
+                   seats, assigned_licenses, term_start, term_end, auto_renew, notify_email,
+                   updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET reseller_id = excluded.reseller_id,
+                   customer_id = excluded.customer_id, product_id = excluded.product_id,
+                   plan = excluded.plan, billing = excluded.billing, seats = excluded.seats,
+                   assigned_licenses = excluded.assigned_licenses,
+                   term_start = excluded.term_start, term_end = excluded.term_end,
+                   auto_renew = excluded.auto_renew, notify_email = excluded.notify_email,
+                   updated_at = excluded.updated_at, next_due_at = 0",
+            )
+            .bind(s.id.as_str())
+            .bind(s.reseller_id.as_str())
+            .bind(s.customer_id.as_str())
+            .bind(s.product_id.as_str())
+            .bind(&s.plan)
+            .bind(s.billing.as_str())
+            .bind(i64::from(s.seats.get()))
+            .bind(i64::from(s.assigned_licenses.get()))
+            .bind(s.term_start)
+            .bind(s.term_end)
+            .bind(s.auto_renew)
+            .bind(s.notify_email.as_ref().map(|e| e.as_str()))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            progress(1);
+        }
+        tx.commit().await?;
+        Ok(ImportCounts {
+            resellers: resellers.len(),
+            customers: customers.len(),
+            subscriptions: subscriptions.len(),
+        })
+    }
+
+    /// Which of these reseller ids exist already (for validating a file that refers to them).
+    pub async fn existing_resellers(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+        self.existing_ids("resellers", ids).await
+    }
+
+    /// Customers (id, reseller id) among these ids that exist already.
+    pub async fn existing_customers(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id, reseller_id FROM customers WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(trusted(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                found.push((row.try_get("id")?, row.try_get("reseller_id")?));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn existing_ids(&self, table: &str, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM {table} WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(trusted(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            found.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(found)
+    }
+
+    /// Adds `n` synthetic subscriptions (ids `BENCH-00000000`…) of an existing reseller and
+    /// customer, `due` of them due at the next poll and the rest not before `later`: load for
+    /// benchmarks, generated inside the database so that a million rows take seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_synthetic_subscriptions(
+        &self,
+        reseller: &str,
+        customer: &str,
+        n: u64,
+        due: u64,
+        term_start: chrono::NaiveDate,
+        term_end: chrono::NaiveDate,
+        later: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
+             INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
+               seats, assigned_licenses, term_start, term_end, auto_renew, notify_email,
+               updated_at, next_due_at)
+             SELECT printf('BENCH-%08d', i), ?, ?, '057O1WW6525L347', 'AutoCAD LT',
+               'annual_prepaid', 10, 0, ?, ?, 1, NULL, 0,
+               CASE WHEN i < ? THEN 0 ELSE ? END
+             FROM seq",
+        )
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+        .bind(reseller)
+        .bind(customer)
+        .bind(term_start)
+        .bind(term_end)
+        .bind(i64::try_from(due).unwrap_or(i64::MAX))
+        .bind(millis(later))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How SQLite answers the poll's query: it must read the next-due index, never scan.
+    pub async fn explain_due_query(&self) -> Result<String, StoreError> {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM subscriptions
+             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
+        )
+        .bind(0i64)
+        .bind(1i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; "))
+    }
+
+    /// Every active subscription with its parties, for whole-book views (`simulate`).
+    pub async fn active_subscription_contexts(
+        &self,
+    ) -> Result<Vec<SubscriptionContext>, StoreError> {
+        let sql = rows::CONTEXT_SELECT
+            .replace("WHERE s.id = ?", "WHERE s.status = 'active' ORDER BY s.id");
+        let rows = sqlx::query(trusted(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::context_from_row).collect()
+    }
+
+    pub async fn subscription_context(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionContext>, StoreError> {
+        let row = sqlx::query(rows::CONTEXT_SELECT)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::context_from_row(&r)).transpose()
+    }
+
+    // ---------------------------------------------------------------- outbox
+
+    /// Records a mail as owed and queues the job that sends it, in one transaction. A key
+    /// already recorded changes nothing.
+    pub async fn enqueue_notification(
+        &self,
+        new: &NewNotification,
+        now: DateTime<Utc>,
+        job_for: impl FnOnce(i64, u32) -> QueuedJob,
+    ) -> Result<Enqueued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recipients = serde_json::to_string(&new.recipients).unwrap_or_else(|_| "[]".into());
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+               state, attempts, next_attempt_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+             ON CONFLICT (key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&new.key)
+        .bind(&new.kind)
+        .bind(&new.subscription_id)
+        .bind(recipients)
+        .bind(new.payload.to_string())
+        .bind(&new.message_id)
+        .bind(millis(now))
+        .bind(millis(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let result = match inserted {
+            Some(id) => {
+                push_job(&mut tx, &job_for(id, 0)).await?;
+                Enqueued::Created { id }
+            }
+            None => {
+                let row = sqlx::query("SELECT id, state FROM outbox WHERE key = ?")
+                    .bind(&new.key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let id: i64 = row.try_get("id")?;
+                let state: String = row.try_get("state")?;
+                Enqueued::AlreadyRecorded {
+                    id,
+                    state: state.parse().map_err(|detail| StoreError::Corrupt {
+                        table: "outbox",
+                        id: id.to_string(),
+                        detail,
+                    })?,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Puts a job on the queue by itself; returns its idempotency key.
+    pub async fn enqueue_job(&self, job: &QueuedJob) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        push_job(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(job.idempotency_key.clone())
+    }
+
+    /// Records a decision on a disable request in one transaction: the switch-off (guarded),
+    /// the audit row, and its mails (built from the audit row's id).
+    pub async fn record_disable(
+        &self,
+        r: &DisableRecord,
+        now: DateTime<Utc>,
+        mails: impl FnOnce(i64) -> Vec<NewNotification>,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<DisableRecorded, StoreError> {
+        if let Some(existing) = self.disable_by_key(&r.request_key).await? {
+            return Ok(DisableRecorded::Duplicate(existing));
+        }
+        let mut tx = self.pool.begin().await?;
+        if r.switch_off {
+            let changed = sqlx::query(
+                "UPDATE subscriptions SET auto_renew = 0, disable_effective_term_end = ?,
+                   next_due_at = 0
+                 WHERE id = ? AND assigned_licenses = 0 AND auto_renew = 1
+                   AND disable_effective_term_end IS NULL AND term_end = ? AND status = 'active'",
+            )
+            .bind(r.effective_term_end)
+            .bind(&r.subscription_id)
+            .bind(r.seen_term_end)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Ok(DisableRecorded::Conflict);
+            }
+            sqlx::query(
+                "UPDATE outbox SET state = 'skipped', last_error = 'auto-renew was disabled'
+                 WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
+            )
+            .bind(&r.subscription_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO disable_requests (request_key, subscription_id, requested_by,
+               requested_at, decided_at, via, seen_assigned, seen_term_end, seen_auto_renew,
+               decision, reason, cutoff_at, effective_term_end, renews_once_more)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (request_key) DO NOTHING RETURNING id",
+        )
+        .bind(&r.request_key)
+        .bind(&r.subscription_id)
+        .bind(&r.requested_by)
+        .bind(millis(r.requested_at))
+        .bind(millis(now))
+        .bind(&r.via)
+        .bind(i64::from(r.seen_assigned))
+        .bind(r.seen_term_end)
+        .bind(r.seen_auto_renew)
+        .bind(if r.accepted { "accepted" } else { "rejected" })
+        .bind(r.reason.as_deref())
+        .bind(r.cutoff_at.map(millis))
+        .bind(r.effective_term_end)
+        .bind(r.renews_once_more)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            // Decided concurrently under the same key: that decision stands.
+            drop(tx);
+            return match self.disable_by_key(&r.request_key).await? {
+                Some(row) => Ok(DisableRecorded::Duplicate(row)),
+                None => Ok(DisableRecorded::Conflict),
+            };
+        };
+        for n in mails(id) {
+            let recipients = serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+                   state, attempts, next_attempt_at, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+                 ON CONFLICT (key) DO NOTHING RETURNING id",
+            )
+            .bind(&n.key)
+            .bind(&n.kind)
+            .bind(&n.subscription_id)
+            .bind(recipients)
+            .bind(n.payload.to_string())
+            .bind(&n.message_id)
+            .bind(millis(now))
+            .bind(millis(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(outbox_id) = inserted {
+                push_job(&mut tx, &job_for(outbox_id, 0)).await?;
+            }
+        }
+        tx.commit().await?;
+        match self.disable_by_key(&r.request_key).await? {
+            Some(row) => Ok(DisableRecorded::Recorded(row)),
+            None => Err(StoreError::Corrupt {
+                table: "disable_requests",
+                id: id.to_string(),
+                detail: "missing right after it was written".into(),
+            }),
+        }
+    }
+
+    async fn disable_rows(&self, filter: &str, value: &str) -> Result<Vec<DisableRow>, StoreError> {
+        let rows = sqlx::query(trusted(format!(
+            "SELECT id, request_key, requested_by, requested_at, decided_at, via, seen_assigned,
+               seen_term_end, decision, reason, cutoff_at, effective_term_end, renews_once_more
+             FROM disable_requests WHERE {filter} = ? ORDER BY id"
+        )))
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DisableRow {
+                    id: r.try_get("id")?,
+                    request_key: r.try_get("request_key")?,
+                    requested_by: r.try_get("requested_by")?,
+                    requested_at: from_millis(r.try_get("requested_at")?),
+                    decided_at: from_millis(r.try_get("decided_at")?),
+                    via: r.try_get("via")?,
+                    seen_assigned: u32::try_from(r.try_get::<i64, _>("seen_assigned")?)
+                        .unwrap_or(0),
+                    seen_term_end: r.try_get("seen_term_end")?,
+                    decision: r.try_get("decision")?,
+                    reason: r.try_get("reason")?,
+                    cutoff_at: r.try_get::<Option<i64>, _>("cutoff_at")?.map(from_millis),
+                    effective_term_end: r.try_get("effective_term_end")?,
+                    renews_once_more: r.try_get("renews_once_more")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn disable_by_key(&self, key: &str) -> Result<Option<DisableRow>, StoreError> {
+        Ok(self.disable_rows("request_key", key).await?.pop())
+    }
+
+    /// Every decision on the subscription's disable requests, oldest first.
+    pub async fn disable_requests(
+        &self,
+        subscription: &str,
+    ) -> Result<Vec<DisableRow>, StoreError> {
+        self.disable_rows("subscription_id", subscription).await
+    }
+
+    /// Ids among these whose auto-renew was disabled by an accepted request (irrevocable).
+    pub async fn irrevocably_disabled(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM subscriptions
+                 WHERE disable_effective_term_end IS NOT NULL AND id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(trusted(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            found.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(found)
+    }
+
+    /// Sets the licenses assigned to end users (the marketplace un-assigns or assigns them).
+    /// `None` when the subscription does not exist.
+    pub async fn set_assigned_licenses(
+        &self,
+        subscription: &str,
+        assigned: u32,
+    ) -> Result<Option<LicenseUpdate>, StoreError> {
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT assigned_licenses FROM subscriptions WHERE id = ?")
+                .bind(subscription)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        // One statement: the auto-renew state it returns is the one it wrote against, under
+        // the write lock, which is what orders it against a concurrent disable. (A read first
+        // in the same transaction would make SQLite refuse the write when another writer got
+        // in between.)
+        let after: Option<bool> = sqlx::query_scalar(
+            "UPDATE subscriptions SET assigned_licenses = ? WHERE id = ? RETURNING auto_renew",
+        )
+        .bind(i64::from(assigned))
+        .bind(subscription)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(after.map(|auto_renew_was_on| LicenseUpdate {
+            previous: u32::try_from(previous).unwrap_or(0),
+            auto_renew_was_on,
+        }))
+    }
+
+    /// The cursor a pulling source left off at.
+    pub async fn source_cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT cursor FROM source_cursors WHERE source = ?")
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_source_cursor(
+        &self,
+        source: &str,
+        cursor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO source_cursors (source, cursor, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor,
+               updated_at = excluded.updated_at",
+        )
+        .bind(source)
+        .bind(cursor)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Queue gauges: jobs waiting, the age of the oldest, mail owed.
+    pub async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
+        let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(run_at) FROM Jobs WHERE status = 'Pending' AND run_at <= ?",
+        )
+        .bind(now.timestamp())
+        .fetch_one(&self.pool)
+        .await?;
+        let owed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(QueueStats {
+            pending_jobs: pending,
+            oldest_pending_seconds: oldest.map(|t| (now.timestamp() - t).max(0)).unwrap_or(0),
+            owed_mails: owed,
+        })
+    }
+
+    /// Makes a subscription due at the next poll; false if it does not exist.
+    pub async fn mark_due(&self, subscription: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("UPDATE subscriptions SET next_due_at = 0 WHERE id = ?")
+                .bind(subscription)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    /// Owed mail due now: (outbox id, attempts started).
+    pub async fn owed_now(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(i64, u32)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, a)| (id, u32::try_from(a).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Subscriptions whose next due instant has come, oldest first.
+    pub async fn due_subscriptions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM subscriptions
+             WHERE status = 'active' AND next_due_at <= ?
+             ORDER BY next_due_at LIMIT ?",
+        )
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Applies one poll's decisions for one subscription: term change, owed and skipped mail,
+    /// cancelled reminders and the next due instant, all or nothing.
+    pub async fn apply_renewal(
+        &self,
+        u: &RenewalUpdate,
+        now: DateTime<Utc>,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let next_due = u.next_due_at.map(millis).unwrap_or(i64::MAX);
+        let (term_end, status) = match u.change {
+            TermChange::None => (u.expected_term_end, "active"),
+            TermChange::Renew(end) => (end, "active"),
+            TermChange::End => (u.expected_term_end, "ended"),
+        };
+        let moved = sqlx::query(
+            "UPDATE subscriptions SET term_end = ?, status = ?, next_due_at = ?
+             WHERE id = ? AND term_end = ? AND status = 'active'",
+        )
+        .bind(term_end)
+        .bind(status)
+        .bind(next_due)
+        .bind(&u.subscription_id)
+        .bind(u.expected_term_end)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(Applied::default());
+        }
+        let mut applied = Applied {
+            applied: true,
+            ..Applied::default()
+        };
+        if let Some(reason) = &u.cancel_pending_reminders {
+            applied.cancelled = sqlx::query(
+                "UPDATE outbox SET state = 'skipped', last_error = ?
+                 WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
+            )
+            .bind(reason)
+            .bind(&u.subscription_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as u32;
+        }
+        for (n, skip) in &u.notifications {
+            let recipients = serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+                   state, attempts, next_attempt_at, created_at, last_error)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(&n.key)
+            .bind(&n.kind)
+            .bind(&n.subscription_id)
+            .bind(recipients)
+            .bind(n.payload.to_string())
+            .bind(&n.message_id)
+            .bind(if skip.is_some() { "skipped" } else { "pending" })
+            .bind(millis(now))
+            .bind(millis(now))
+            .bind(skip.as_deref())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match (inserted, skip) {
+                (Some(id), None) => {
+                    push_job(&mut tx, &job_for(id, 0)).await?;
+                    applied.queued += 1;
+                }
+                (Some(_), Some(_)) => applied.skipped += 1,
+                (None, _) => {}
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Gives up a claimed mail that is no longer worth sending (e.g. a reminder whose cutoff
+    /// passed while it waited for a retry).
+    pub async fn skip_claimed(
+        &self,
+        outbox_id: i64,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE outbox SET state = 'skipped', claimed_by = NULL, last_error = ?
+             WHERE id = ? AND state = 'sending' AND attempts = ?",
+        )
+        .bind(reason)
+        .bind(outbox_id)
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Takes an owed mail for sending. Only the job for the row's current attempt number can
+    /// take it, and only while it is pending: a duplicate or stale job gets `None`.
+    pub async fn claim(
+        &self,
+        outbox_id: i64,
+        expected_attempts: u32,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(trusted(format!(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+               claimed_by = ?, claimed_at = ?
+             WHERE id = ? AND state = 'pending' AND attempts = ?
+             RETURNING {}",
+            rows::OUTBOX_COLUMNS
+        )))
+        .bind(worker)
+        .bind(millis(now))
+        .bind(outbox_id)
+        .bind(i64::from(expected_attempts))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| rows::outbox_from_row(&r)).transpose()
+    }
+
+    /// Records how an attempt ended and moves the mail on, in one transaction. Returns false
+    /// when the claim had been lost meanwhile (lease expired and another worker took over):
+    /// then only the attempt itself is recorded.
+    pub async fn finish_attempt(&self, f: &FinishedAttempt) -> Result<bool, StoreError> {
+        let (outcome, code, detail) = match &f.outcome {
+            AttemptOutcome::Sent => ("sent", None, None),
+            AttemptOutcome::Transient { code, detail, .. } => {
+                ("transient", *code, Some(detail.as_str()))
+            }
+            AttemptOutcome::Permanent { code, detail } => {
+                ("permanent", *code, Some(detail.as_str()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (outbox_id, attempt, worker, started_at, finished_at,
+               outcome, smtp_code, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (outbox_id, attempt) DO NOTHING",
+        )
+        .bind(f.outbox_id)
+        .bind(i64::from(f.attempt))
+        .bind(&f.worker)
+        .bind(millis(f.started_at))
+        .bind(millis(f.finished_at))
+        .bind(outcome)
+        .bind(code.map(i64::from))
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+
+        let guard = "WHERE id = ? AND state = 'sending' AND attempts = ?";
+        let updated = match &f.outcome {
+            AttemptOutcome::Sent => sqlx::query(trusted(format!(
+                "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
+                       last_error = NULL {guard}"
+            )))
+            .bind(millis(f.finished_at)),
+            AttemptOutcome::Transient {
+                detail,
+                retry: Some((at, _)),
+                ..
+            } => sqlx::query(trusted(format!(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
+                   last_error = ? {guard}"
+            )))
+            .bind(millis(*at))
+            .bind(detail.clone()),
+            AttemptOutcome::Transient {
+                detail,
+                retry: None,
+                ..
+            }
+            | AttemptOutcome::Permanent { detail, .. } => sqlx::query(trusted(format!(
+                "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ? {guard}"
+            )))
+            .bind(detail.clone()),
+        }
+        .bind(f.outbox_id)
+        .bind(i64::from(f.attempt))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+
+        if updated
+            && let AttemptOutcome::Transient {
+                retry: Some((_, job)),
+                ..
+            } = &f.outcome
+        {
+            push_job(&mut tx, job).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Crash recovery, run at start and periodically: claims older than `lease` go back to
+    /// pending, and every owed row that is due gets its job pushed again (a no-op when the job
+    /// is still queued, thanks to its idempotency key).
+    pub async fn redrive(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<RedriveReport, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await?;
+        let expired = sqlx::query(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
+               last_error = 'claim lease expired; worker presumed lost'
+             WHERE state = 'sending' AND claimed_at < ?",
+        )
+        .bind(millis(now))
+        .bind(millis(now).saturating_sub(lease_ms))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let due: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= ?
+             ORDER BY next_attempt_at LIMIT 10000",
+        )
+        .bind(millis(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, attempts) in &due {
+            push_job(
+                &mut tx,
+                &job_for(*id, u32::try_from(*attempts).unwrap_or(0)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(RedriveReport {
+            leases_expired: expired,
+            jobs_pushed: due.len() as u64,
+        })
+    }
+
+    pub async fn outbox_by_id(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(trusted(format!(
+            "SELECT {} FROM outbox WHERE id = ?",
+            rows::OUTBOX_COLUMNS
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| rows::outbox_from_row(&r)).transpose()
+    }
+
+    pub async fn outbox_by_key(&self, key: &str) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(trusted(format!(
+            "SELECT {} FROM outbox WHERE key = ?",
+            rows::OUTBOX_COLUMNS
+        )))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| rows::outbox_from_row(&r)).transpose()
+    }
+
+    pub async fn outbox_for_subscription(
+        &self,
+        subscription: Option<&str>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(trusted(format!(
+            "SELECT {} FROM outbox WHERE (? IS NULL OR subscription_id = ?) ORDER BY id",
+            rows::OUTBOX_COLUMNS
+        )))
+        .bind(subscription)
+        .bind(subscription)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::outbox_from_row).collect()
+    }
+
+    pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker, started_at, finished_at, outcome, smtp_code, detail
+             FROM delivery_attempts WHERE outbox_id = ? ORDER BY attempt",
+        )
+        .bind(outbox_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryAttempt {
+                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
+                    worker: r.try_get("worker")?,
+                    started_at: from_millis(r.try_get("started_at")?),
+                    finished_at: from_millis(r.try_get("finished_at")?),
+                    outcome: r.try_get("outcome")?,
+                    smtp_code: r
+                        .try_get::<Option<i64>, _>("smtp_code")?
+                        .and_then(|c| u16::try_from(c).ok()),
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Marks SQL assembled in this module from constant fragments (column lists, guards,
+/// placeholders): never from input, which is always bound.
+fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+async fn push_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    job: &QueuedJob,
+) -> Result<(), StoreError> {
+    let args = serde_json::to_vec(&job.args).map_err(|e| StoreError::Queue(e.to_string()))?;
+    // The queue schedules in whole seconds and rounds down; round up instead, so a job never
+    // runs before its delay is over (a retry never comes before its backoff).
+    let due = std::time::SystemTime::now() + job.run_after;
+    let due = due
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .unwrap_or(0);
+    let task = TaskBuilder::new(args)
+        .idempotency_key(&job.idempotency_key)
+        .max_attempts(job.max_attempts)
+        .run_at_timestamp(due)
+        .build();
+    apalis_sqlite::queries::push_tasks(&mut **tx, job.queue, &[task])
+        .await
+        .map_err(|e| StoreError::Queue(e.to_string()))
+}

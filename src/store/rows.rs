@@ -1,0 +1,149 @@
+//! Turning stored rows back into values. A row that no longer parses (edited by hand, or
+//! written by a newer version) is reported with its table, id and field, never guessed at.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{OutboxState, StoreError, from_millis};
+use crate::domain::{
+    AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
+    SubscriptionId, TimeZoneName,
+};
+use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
+
+pub(super) const OUTBOX_COLUMNS: &str = "id, key, kind, subscription_id, recipients, payload, \
+     message_id, state, attempts, next_attempt_at, claimed_by, claimed_at, created_at, sent_at, \
+     last_error";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub subscription_id: String,
+    pub recipients: Vec<String>,
+    pub payload: serde_json::Value,
+    pub message_id: String,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+pub(super) fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
+    let id: i64 = r.try_get("id")?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        table: "outbox",
+        id: id.to_string(),
+        detail,
+    };
+    let recipients: String = r.try_get("recipients")?;
+    let payload: String = r.try_get("payload")?;
+    let state: String = r.try_get("state")?;
+    Ok(OutboxRow {
+        id,
+        key: r.try_get("key")?,
+        kind: r.try_get("kind")?,
+        subscription_id: r.try_get("subscription_id")?,
+        recipients: serde_json::from_str(&recipients)
+            .map_err(|e| corrupt(format!("recipients: {e}")))?,
+        payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
+        message_id: r.try_get("message_id")?,
+        state: state.parse().map_err(corrupt)?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?)
+            .map_err(|e| corrupt(format!("attempts: {e}")))?,
+        next_attempt_at: from_millis(r.try_get("next_attempt_at")?),
+        claimed_by: r.try_get("claimed_by")?,
+        claimed_at: r.try_get::<Option<i64>, _>("claimed_at")?.map(from_millis),
+        created_at: from_millis(r.try_get("created_at")?),
+        sent_at: r.try_get::<Option<i64>, _>("sent_at")?.map(from_millis),
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+pub(super) const CONTEXT_SELECT: &str = "SELECT
+    s.id AS s_id, s.product_id, s.plan, s.billing, s.seats, s.assigned_licenses, s.term_start,
+    s.term_end, s.auto_renew, s.notify_email, s.status, s.disable_effective_term_end,
+    r.id AS r_id, r.name AS r_name, r.email AS r_email, r.csn, r.timezone, r.calendar,
+    c.id AS c_id, c.name AS c_name, c.email AS c_email
+  FROM subscriptions s
+  JOIN resellers r ON r.id = s.reseller_id
+  JOIN customers c ON c.id = s.customer_id
+  WHERE s.id = ?";
+
+pub(super) fn context_from_row(r: &SqliteRow) -> Result<SubscriptionContext, StoreError> {
+    let sid: String = r.try_get("s_id")?;
+    let bad = |table: &'static str, id: &str, field: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt {
+            table,
+            id: id.to_owned(),
+            detail: format!("{field}: {e}"),
+        }
+    };
+    let rid: String = r.try_get("r_id")?;
+    let cid: String = r.try_get("c_id")?;
+
+    let reseller = Reseller {
+        id: ResellerId::parse(&rid).map_err(|e| bad("resellers", &rid, "id", &e))?,
+        name: r.try_get("r_name")?,
+        email: EmailAddress::parse(&r.try_get::<String, _>("r_email")?)
+            .map_err(|e| bad("resellers", &rid, "email", &e))?,
+        csn: r
+            .try_get::<Option<String>, _>("csn")?
+            .map(|c| Csn::parse(&c))
+            .transpose()
+            .map_err(|e| bad("resellers", &rid, "csn", &e))?,
+        timezone: TimeZoneName::parse(&r.try_get::<String, _>("timezone")?)
+            .map_err(|e| bad("resellers", &rid, "timezone", &e))?,
+        calendar: r.try_get("calendar")?,
+    };
+    let customer = Customer {
+        id: CustomerId::parse(&cid).map_err(|e| bad("customers", &cid, "id", &e))?,
+        reseller_id: reseller.id.clone(),
+        name: r.try_get("c_name")?,
+        email: EmailAddress::parse(&r.try_get::<String, _>("c_email")?)
+            .map_err(|e| bad("customers", &cid, "email", &e))?,
+    };
+    let seats_raw: i64 = r.try_get("seats")?;
+    let seats = u16::try_from(seats_raw)
+        .ok()
+        .and_then(|n| Seats::new(n).ok())
+        .ok_or_else(|| bad("subscriptions", &sid, "seats", &seats_raw))?;
+    let subscription = Subscription {
+        id: SubscriptionId::parse(&sid).map_err(|e| bad("subscriptions", &sid, "id", &e))?,
+        reseller_id: reseller.id.clone(),
+        customer_id: customer.id.clone(),
+        product_id: ProductId::parse(&r.try_get::<String, _>("product_id")?)
+            .map_err(|e| bad("subscriptions", &sid, "product_id", &e))?,
+        plan: r.try_get("plan")?,
+        billing: r
+            .try_get::<String, _>("billing")?
+            .parse::<Billing>()
+            .map_err(|e| bad("subscriptions", &sid, "billing", &e))?,
+        seats,
+        assigned_licenses: AssignedLicenses::parse_for(r.try_get("assigned_licenses")?, seats)
+            .map_err(|e| bad("subscriptions", &sid, "assigned_licenses", &e))?,
+        term_start: r.try_get::<NaiveDate, _>("term_start")?,
+        term_end: r.try_get::<NaiveDate, _>("term_end")?,
+        auto_renew: r.try_get("auto_renew")?,
+        notify_email: r
+            .try_get::<Option<String>, _>("notify_email")?
+            .map(|e| EmailAddress::parse(&e))
+            .transpose()
+            .map_err(|e| bad("subscriptions", &sid, "notify_email", &e))?,
+        renewal: crate::model::RenewalState {
+            ended: r.try_get::<String, _>("status")? == "ended",
+            disable_effective_term_end: r.try_get("disable_effective_term_end")?,
+        },
+    };
+    Ok(SubscriptionContext {
+        subscription,
+        reseller,
+        customer,
+    })
+}

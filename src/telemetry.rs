@@ -1,0 +1,28 @@
+//! Logging: human-readable or JSON lines on stderr (stdout carries command output), filtered by
+//! `RUST_LOG` when set, else by `log.level`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// `daemon` is false for one-shot commands, whose output is their answer: they log warnings
+/// and errors only, unless RUST_LOG asks for more.
+pub fn init(settings: &LogSettings, daemon: bool) {
+    let level = if daemon {
+        settings.level.as_str()
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Dependencies are noisy at debug; keep them at warn unless RUST_LOG says otherwise.
+        EnvFilter::new(format!("warn,renewal_worker={level}"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: the first subscriber stays.
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}

@@ -1,0 +1,665 @@
+//! The binary as operators use it: exit codes, messages, and what it leaves behind.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{FIXTURE, templates_dir};
+
+fn bin(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_renewal-worker"));
+    c.current_dir(dir)
+        .env("RENEWAL_WORKER__TEMPLATES__DIR", templates_dir())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin(dir).args(args).output().expect("run the binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn notifications(dir: &Path) -> serde_json::Value {
+    let out = run(dir, &["notifications", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn import_then_events_then_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+
+    let out = run(dir.path(), &["import", "subs.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "imported 1 resellers, 2 customers, 2 subscriptions from subs.json"
+    );
+    assert!(
+        dir.path().join("data/renewal-worker.db").exists(),
+        "database created on first use"
+    );
+
+    let out = run(dir.path(), &["event", "S1", "ready"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("to buyer@acme.example queued"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = run(dir.path(), &["event", "S1", "ready"]);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stdout).contains("recorded before"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(notifications(dir.path()).as_array().unwrap().len(), 1);
+
+    // activated without, or with a bad, download URL: refused, nothing recorded.
+    let out = run(dir.path(), &["event", "S1", "activated"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--download-url"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        dir.path(),
+        &[
+            "event",
+            "S1",
+            "activated",
+            "--download-url",
+            "http://x.example/dl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("http://x.example/dl"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["event", "S9", "ready"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown subscription \"S9\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["event", "S1", "shipped"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("shipped"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(notifications(dir.path()).as_array().unwrap().len(), 1);
+
+    // Preview: prints, records and sends nothing.
+    let out = run(
+        dir.path(),
+        &[
+            "render",
+            "activated",
+            "--subscription",
+            "S1",
+            "--download-url",
+            "https://manage.autodesk.com/dl/9",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let preview = text(&out.stdout);
+    assert!(preview.contains("To: ops@acme.example"), "{preview}");
+    assert!(preview.contains("Subject: Autodesk activation complete: download AutoCAD LT"));
+    assert!(preview.contains("https://manage.autodesk.com/dl/9"));
+    assert!(preview.contains("--- text/html ---"));
+    assert_eq!(notifications(dir.path()).as_array().unwrap().len(), 1);
+    assert!(
+        !dir.path().join("mail-out").exists()
+            || std::fs::read_dir(dir.path().join("mail-out"))
+                .unwrap()
+                .count()
+                == 0
+    );
+
+    let out = run(
+        dir.path(),
+        &["render", "ready", "--subscription", "S1", "--eml"],
+    );
+    assert!(out.status.success());
+    let eml = text(&out.stdout);
+    assert!(eml.contains("Content-Type: multipart/alternative"), "{eml}");
+    assert!(eml.contains(&renewal_worker::notify::message_id(
+        "S1/ready",
+        "renewal-worker.invalid"
+    )));
+}
+
+#[test]
+fn an_invalid_file_is_rejected_whole_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = FIXTURE
+        .replace("5101234567", "51012345")
+        .replace("\"seats\": 5", "\"seats\": 1000")
+        .replace("America/New_York", "America/Gotham");
+    std::fs::write(dir.path().join("bad.json"), bad).unwrap();
+    let out = run(dir.path(), &["import", "bad.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(
+        err.contains("resellers row 1 (id R1), field `csn`"),
+        "{err}"
+    );
+    assert!(err.contains("\"51012345\""), "{err}");
+    assert!(
+        err.contains("resellers row 1 (id R1), field `timezone`"),
+        "{err}"
+    );
+    assert!(err.contains("America/Gotham"), "{err}");
+    assert!(
+        err.contains("subscriptions row 2 (id S2), field `seats`"),
+        "{err}"
+    );
+    // Nothing half-written: the valid rows of the file are not there either.
+    std::fs::write(dir.path().join("empty.json"), "{}").unwrap();
+    assert!(run(dir.path(), &["import", "empty.json"]).status.success());
+    let out = run(dir.path(), &["event", "S1", "ready"]);
+    assert!(
+        text(&out.stderr).contains("unknown subscription \"S1\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(dir.path().join("broken.json"), "{\"resellers\": [").unwrap();
+    let out = run(dir.path(), &["import", "broken.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("broken.json is not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn csv_imports_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    std::fs::write(
+        dir.path().join("more.csv"),
+        "id,reseller_id,customer_id,product_id,plan,billing,seats,assigned_licenses,term_start,term_end,auto_renew\n\
+         S3,R1,C2,057O1-WW6525-L349,Inventor,annual_prepaid,2,2,2026-03-01,2027-03-01,true\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["import", "more.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 subscriptions"));
+    let out = run(dir.path(), &["render", "ready", "--subscription", "S3"]);
+    assert!(
+        text(&out.stdout).contains("To: admin@initech.example"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin(dir.path())
+        .args(["migrate"])
+        .env("RENEWAL_WORKER__MAIL__TRANSPORT", "pigeon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("pigeon") && err.to_lowercase().contains("mail.transport"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("c.toml"), "[worker]\nconcurrency = 0\n").unwrap();
+    let out = run(dir.path(), &["--config", "c.toml", "migrate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("`worker.concurrency`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(dir.path(), &["--config", "missing.toml", "migrate"]);
+    assert!(
+        text(&out.stderr).contains("missing.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_broken_template_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin(dir.path())
+        .args(["run"])
+        .env(
+            "RENEWAL_WORKER__TEMPLATES__DIR",
+            dir.path().join("no-templates-here"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no-templates-here"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_daemon_runs_on_a_fresh_folder_delivers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    assert!(
+        run(dir.path(), &["event", "S1", "order-processed"])
+            .status
+            .success()
+    );
+
+    let mut child = bin(dir.path())
+        .args(["run"])
+        .env("RENEWAL_WORKER__WORKER__POLL_INTERVAL", "100ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_dir = dir.path().join("mail-out");
+    let start = std::time::Instant::now();
+    let count = || std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
+    while count() < 1 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An event recorded while the daemon runs is picked up too.
+    assert!(run(dir.path(), &["event", "S1", "ready"]).status.success());
+    while count() < 2 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM: a clean stop with exit code 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert_eq!(count(), 2, "{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("renewal-worker stopped"), "{log}");
+    let rows = notifications(dir.path());
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "sent"),
+        "{rows}"
+    );
+}
+
+#[test]
+fn calendar_commands_answer_and_refuse_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["calendar", "cutoff", "--term-end", "2026-12-26", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cutoff_date"], "2026-12-18");
+    assert_eq!(v["calendar"], "us");
+
+    let out = run(
+        dir.path(),
+        &["calendar", "offset", "2026-05-25", "-5", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "2026-05-18");
+
+    let out = run(
+        dir.path(),
+        &[
+            "calendar",
+            "holidays",
+            "--calendar",
+            "us",
+            "--year",
+            "2021",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = v["holidays"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["date"], "2021-12-31");
+
+    let out = run(
+        dir.path(),
+        &["calendar", "cutoff", "--term-end", "2026-02-30"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"2026-02-30\" is not a date"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        dir.path(),
+        &[
+            "calendar",
+            "holidays",
+            "--calendar",
+            "mars",
+            "--year",
+            "2026",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown calendar \"mars\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["calendar", "offset", "2026-05-25", "five"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("five"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn timeline_shows_the_cutoff_in_the_resellers_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    // S2 has no licenses assigned.
+    std::fs::write(
+        dir.path().join("subs.json"),
+        FIXTURE.replace(
+            "\"term_start\": \"2026-01-31\",\n     \"term_end\": \"2027-01-31\"",
+            "\"term_start\": \"2025-12-28\",\n     \"term_end\": \"2026-12-28\"",
+        ),
+    )
+    .unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    let timeline = |at: &str| -> serde_json::Value {
+        let out = run(dir.path(), &["timeline", "S2", "--at", at, "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = timeline("2026-12-18T23:59:00-05:00");
+    assert_eq!(before["cutoff_date"], "2026-12-18");
+    assert_eq!(before["cutoff_at"], "2026-12-19T00:00:00-05:00");
+    assert_eq!(before["can_disable"], true);
+    assert_eq!(before["reason"], serde_json::Value::Null);
+    assert_eq!(before["effective_term_end"], "2026-12-28");
+    assert_eq!(before["reminders"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        before["reminders"][0]["due_at"],
+        "2026-11-18T09:00:00-05:00"
+    );
+
+    let after = timeline("2026-12-19T00:00:00-05:00");
+    assert_eq!(after["can_disable"], false);
+    assert_eq!(after["reason"], "after_cutoff");
+    assert_eq!(after["renews_once_more"], true);
+    assert_eq!(after["effective_term_end"], "2027-12-28");
+
+    let busy = run(
+        dir.path(),
+        &["timeline", "S1", "--at", "2026-12-01T00:00:00Z", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&busy.stdout).unwrap();
+    assert_eq!(v["reason"], "licenses_assigned");
+    assert_eq!(v["assigned_licenses"], 3);
+
+    let out = run(dir.path(), &["timeline", "S2", "--at", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("\"yesterday\" is not a timestamp"));
+    let out = run(dir.path(), &["timeline", "S404"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("S404"));
+}
+
+#[test]
+fn rehearsing_a_term_with_now_steps_sends_every_mail_once_through_smtp() {
+    let sink = crate::helpers::SmtpSink::start(crate::helpers::Behaviour::Accept);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("smtp.toml"),
+        format!(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\n",
+            sink.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    // S1 ends 2026-12-28 and S2 2027-01-31, both in New York on the US calendar. Every instant
+    // is run twice, as a second host or a repeated cron run would.
+    let steps = [
+        ("2026-11-01T00:00:00Z", 0),
+        ("2026-11-18T14:00:00Z", 1), // S1 30d
+        ("2026-12-04T14:00:00Z", 2), // S1 10bd
+        ("2026-12-17T14:00:00Z", 3), // S1 1bd
+        ("2026-12-24T14:00:00Z", 4), // S2 30d: Sat Dec 26 moved back over Christmas
+        ("2026-12-28T05:00:00Z", 5), // S1 renewed
+        ("2027-01-08T14:00:00Z", 6), // S2 10bd (MLK day on Jan 18 counted out)
+        ("2027-01-22T14:00:00Z", 7), // S2 1bd
+        ("2027-01-31T05:00:00Z", 8), // S2 renewed
+        ("2027-02-15T00:00:00Z", 8),
+    ];
+    for (at, expected) in steps {
+        for _ in 0..2 {
+            let out = run(
+                dir.path(),
+                &["--config", "smtp.toml", "run", "--once", "--now", at],
+            );
+            assert!(out.status.success(), "{at}: {}", text(&out.stderr));
+        }
+        assert_eq!(sink.received().len(), expected, "after {at}");
+    }
+    let subjects: Vec<String> = sink.received().iter().map(|m| m.subject()).collect();
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| s.starts_with("Auto-renewal of"))
+            .count(),
+        6,
+        "{subjects:?}"
+    );
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| s.contains("renewed until"))
+            .count(),
+        2,
+        "{subjects:?}"
+    );
+    let reminder = sink
+        .received()
+        .into_iter()
+        .find(|m| m.subject().contains("Revit"))
+        .unwrap();
+    assert_eq!(reminder.to, ["ops@acme.example"]);
+    assert!(
+        reminder
+            .text()
+            .contains("Monday 2027-01-25, 23:59 EST (America/New_York)"),
+        "{}",
+        reminder.text()
+    );
+}
+
+#[test]
+fn simulate_lists_every_mail_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    let out = run(
+        dir.path(),
+        &[
+            "simulate",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2027-02-28",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mails: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let line = |m: &serde_json::Value| {
+        format!(
+            "{} {} {} {}",
+            m["local_date"].as_str().unwrap(),
+            m["subscription"].as_str().unwrap(),
+            m["kind"].as_str().unwrap(),
+            m["offset"].as_str().unwrap_or("-")
+        )
+    };
+    assert_eq!(
+        mails.iter().map(line).collect::<Vec<_>>(),
+        [
+            "2026-11-18 S1 renewal_reminder 30d",
+            "2026-12-04 S1 renewal_reminder 10bd",
+            "2026-12-17 S1 renewal_reminder 1bd",
+            "2026-12-24 S2 renewal_reminder 30d",
+            "2026-12-28 S1 subscription_renewed -",
+            "2027-01-08 S2 renewal_reminder 10bd",
+            "2027-01-22 S2 renewal_reminder 1bd",
+            "2027-01-31 S2 subscription_renewed -",
+        ]
+    );
+    assert_eq!(
+        notifications(dir.path()).as_array().unwrap().len(),
+        0,
+        "nothing recorded"
+    );
+    let out = run(
+        dir.path(),
+        &["simulate", "--from", "2027-01-01", "--to", "2026-01-01"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("before --from"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
+    let sink = crate::helpers::SmtpSink::start(crate::helpers::Behaviour::TempFailFirst(1));
+    let mut app =
+        crate::helpers::TestApp::new(Some(&sink), "[poll]\nschedule = \"0 0 0 1 1 * 2099\"\n")
+            .await;
+    // One attempt only: the greylisting 451 makes the mail fail for good.
+    app.settings.mail.retry.max_attempts = 1;
+    app.event("S1", "order-processed", None).await;
+    app.start("w-ops");
+    assert!(
+        crate::helpers::eventually_async(Duration::from_secs(20), || async {
+            app.outbox().await[0].state == renewal_worker::store::OutboxState::Failed
+        })
+        .await
+    );
+    let dir = app.dir.path().to_owned();
+    let db = app.settings.database.url.clone();
+    let cli = move |args: &[&str]| {
+        bin(&dir)
+            .env("RENEWAL_WORKER__DATABASE__URL", &db)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The job of the mail that failed for good is dead.
+    let listed = {
+        let cli = cli.clone();
+        tokio::task::spawn_blocking(move || cli(&["jobs", "--status", "dead", "--json"]))
+            .await
+            .unwrap()
+    };
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let dead: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    let id = dead[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(dead[0]["key"], "send:1:0");
+
+    let shown = {
+        let (cli, id) = (cli.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cli(&["jobs", "show", &id]))
+            .await
+            .unwrap()
+    };
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("status     dead"), "{shown}");
+    assert!(
+        shown.contains("attempt 1") && shown.contains("transient") && shown.contains("451"),
+        "{shown}"
+    );
+    assert!(shown.contains("Greylisted"), "{shown}");
+
+    // Retry: the mail is owed again and goes out (the server accepts now).
+    let retried = {
+        let (cli, id) = (cli.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cli(&["jobs", "retry", &id]))
+            .await
+            .unwrap()
+    };
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    assert!(
+        text(&retried.stdout).contains("send:1:1"),
+        "{}",
+        text(&retried.stdout)
+    );
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(20), || sink.received().len() == 1).await
+    );
+    let again = {
+        let (cli, id) = (cli.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cli(&["jobs", "retry", &id]))
+            .await
+            .unwrap()
+    };
+    assert_eq!(again.status.code(), Some(1), "only dead jobs are retried");
+
+    // A poll for one subscription, by hand.
+    let queued = {
+        let cli = cli.clone();
+        tokio::task::spawn_blocking(move || cli(&["enqueue", "remind", "S1"]))
+            .await
+            .unwrap()
+    };
+    assert!(
+        text(&queued.stdout).starts_with("queued poll job poll:"),
+        "{}",
+        text(&queued.stdout)
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.stop().await;
+
+    let done = tokio::task::spawn_blocking(move || {
+        let done = cli(&["jobs", "--status", "done", "--json"]);
+        let purged = cli(&["jobs", "purge", "--older-than", "0s"]);
+        (done, purged)
+    })
+    .await
+    .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&done.0.stdout).unwrap();
+    assert!(listed.as_array().unwrap().len() >= 2, "{listed}");
+    assert!(
+        text(&done.1.stdout).starts_with("deleted "),
+        "{}",
+        text(&done.1.stdout)
+    );
+}

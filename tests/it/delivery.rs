@@ -1,0 +1,373 @@
+use std::time::Duration;
+
+use renewal_worker::app::EventOutcome;
+use renewal_worker::store::OutboxState;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+const URL: &str = "https://manage.autodesk.com/products/download?sub=S1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_provisioning_mails_arrive_once_each_at_the_right_addresses() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.start("w-three");
+    app.event("S1", "ready", None).await;
+    app.event("S1", "order-processed", None).await;
+    app.event("S1", "activated", Some(URL)).await;
+    // S2 has no notify_email: its "ready" mail goes to the customer.
+    app.event("S2", "ready", None).await;
+
+    assert!(
+        eventually(WAIT, || sink.received().len() >= 4).await,
+        "4 mails arrive"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    let got = sink.received();
+    assert_eq!(got.len(), 4, "exactly four mails, no duplicates");
+
+    let find = |needle: &str| {
+        got.iter()
+            .find(|m| m.subject().contains(needle))
+            .unwrap_or_else(|| panic!("a mail whose subject contains {needle:?}"))
+    };
+    assert!(
+        got.iter()
+            .all(|m| m.from == "subscriptions@marketplace.example")
+    );
+    let ready = got
+        .iter()
+        .find(|m| m.to == ["buyer@acme.example"])
+        .expect("S1 ready mail to the order's address");
+    assert_eq!(ready.subject(), "Your AutoCAD LT subscription is ready");
+    let ready_s2 = got
+        .iter()
+        .find(|m| m.to == ["admin@initech.example"])
+        .expect("S2 ready mail to the customer");
+    assert_eq!(ready_s2.subject(), "Your Revit subscription is ready");
+
+    let processed = find("order processed");
+    assert_eq!(processed.to, ["ops@acme.example"]);
+    assert_eq!(
+        processed.subject(),
+        "Autodesk order processed: AutoCAD LT for Globex"
+    );
+
+    let activated = find("activation complete");
+    assert_eq!(activated.to, ["ops@acme.example"]);
+    assert!(activated.text().contains(URL), "link in the text part");
+    let html = activated.html();
+    assert!(
+        html.contains(&format!("href=\"{URL}\"")),
+        "link as a button in the HTML part: {html}"
+    );
+    // multipart/alternative with both parts
+    let parsed = activated.parsed();
+    assert_eq!(parsed.text_body.len(), 1);
+    assert_eq!(parsed.html_body.len(), 1);
+
+    // Message-IDs are derived from the notification key, and distinct.
+    let ids: std::collections::HashSet<String> = got.iter().map(|m| m.message_id()).collect();
+    assert_eq!(ids.len(), 4);
+    let expected = renewal_worker::notify::message_id("S1/activated", "renewal-worker.invalid");
+    assert_eq!(format!("<{}>", activated.message_id()), expected);
+
+    for row in app.outbox().await {
+        assert_eq!(row.state, OutboxState::Sent, "{row:?}");
+        assert_eq!(row.attempts, 1);
+        let attempts = app.store.attempts(row.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, "sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_event_sends_nothing_more() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(Some(&sink), "").await;
+    let first = app.event("S1", "ready", None).await;
+    let second = app.event("S1", "ready", None).await;
+    assert!(matches!(first, EventOutcome::Queued { .. }));
+    assert!(
+        matches!(second, EventOutcome::AlreadyRecorded { .. }),
+        "{second:?}"
+    );
+    app.start("w-repeat");
+    assert!(eventually(WAIT, || sink.received().len() == 1).await);
+    // Recorded again after it was sent: still nothing new.
+    let third = app.event("S1", "ready", None).await;
+    assert_eq!(
+        third,
+        EventOutcome::AlreadyRecorded {
+            outbox_id: match first {
+                EventOutcome::Queued { outbox_id, .. } => outbox_id,
+                _ => unreachable!(),
+            },
+            state: "sent".into()
+        }
+    );
+    // Give the worker (and its redrive) time to do anything wrong.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(sink.data_starts(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_451_is_retried_and_the_mail_delivered_once() {
+    let sink = SmtpSink::start(Behaviour::TempFailFirst(1));
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.event("S1", "order-processed", None).await;
+    app.start("w-451");
+    assert!(
+        eventually(WAIT, || sink.received().len() == 1).await,
+        "delivered after retry"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), 1, "delivered once");
+    assert_eq!(sink.rcpt_refusals(), 1, "one refused");
+    assert_eq!(sink.data_ends(), 1, "one accepted");
+
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(row.attempts, 2);
+    let attempts = app.store.attempts(row.id).await.unwrap();
+    assert_eq!(attempts.len(), 2, "every attempt recorded: {attempts:?}");
+    assert_eq!(attempts[0].outcome, "transient");
+    assert_eq!(attempts[0].smtp_code, Some(451));
+    assert!(
+        attempts[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("Greylisted")
+    );
+    assert_eq!(attempts[1].outcome, "sent");
+    // The retry waited for the backoff (200 ms base, jittered down to at least half).
+    assert!(
+        attempts[1].started_at - attempts[0].finished_at >= chrono::Duration::milliseconds(100)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_550_is_not_retried_and_the_reply_is_recorded() {
+    let sink = SmtpSink::start(Behaviour::RejectRecipients);
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.event("S1", "order-processed", None).await;
+    app.start("w-550");
+    assert!(
+        eventually_async(WAIT, || async {
+            app.outbox().await[0].state == OutboxState::Failed
+        })
+        .await
+    );
+    // Long enough for several retries had there been any (backoff is 200 ms .. 1 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.stop().await;
+    assert_eq!(sink.rcpt_refusals(), 1, "no retry storm");
+    assert!(sink.received().is_empty());
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Failed);
+    assert_eq!(row.attempts, 1);
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("550") && error.contains("Mailbox unavailable"),
+        "{error}"
+    );
+    let attempts = app.store.attempts(row.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "permanent");
+    assert_eq!(attempts[0].smtp_code, Some(550));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_stop_after_max_attempts() {
+    // Nothing listens on this port: connection refused, every time.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let extra = format!(
+        "[mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\n[mail.retry]\nmax_attempts = 3\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
+    );
+    let mut app = TestApp::new(None, "").await;
+    // Re-point mail at the dead port via an SMTP overlay.
+    app.settings = renewal_worker::config::Settings::from_toml_overlay(&format!(
+        "[database]\nurl = {:?}\n[templates]\ndir = {:?}\n[mail]\ntransport = \"smtp\"\n{extra}[worker]\npoll_interval = \"100ms\"\nredrive_interval = \"500ms\"\n",
+        app.settings.database.url,
+        templates_dir()
+    ))
+    .unwrap();
+    app.event("S1", "ready", None).await;
+    app.start("w-refused");
+    assert!(
+        eventually_async(WAIT, || async {
+            app.outbox().await[0].state == OutboxState::Failed
+        })
+        .await
+    );
+    app.stop().await;
+    let row = &app.outbox().await[0];
+    assert_eq!(row.attempts, 3);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("gave up after 3 attempts")
+    );
+    let attempts = app.store.attempts(row.id).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.outcome == "transient"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_delivers_mail_owed_while_it_was_down() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.start("w-first");
+    app.event("S1", "ready", None).await;
+    assert!(eventually(WAIT, || sink.received().len() == 1).await);
+    app.stop().await;
+
+    // Recorded while no daemon runs (as the CLI does).
+    app.event("S1", "order-processed", None).await;
+    app.event("S1", "activated", Some(URL)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 1);
+
+    app.start("w-second");
+    assert!(eventually(WAIT, || sink.received().len() == 3).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    assert_eq!(
+        sink.received().len(),
+        3,
+        "each owed mail once, the sent one not again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(
+        Some(&sink),
+        "sending_lease = \"3s\"\njob_timeout = \"2s\"\n",
+    )
+    .await;
+    let EventOutcome::Queued { outbox_id, .. } = app.event("S1", "ready", None).await else {
+        panic!("queued")
+    };
+    // A worker claimed it and died before sending (process killed mid-job).
+    let claimed = app
+        .store
+        .claim(outbox_id, 0, "dead-worker", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    // A second claim of the same attempt is refused: one sender at a time.
+    assert!(
+        app.store
+            .claim(outbox_id, 0, "other", chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    app.start("w-rescuer");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sink.received().is_empty(), "not before the lease runs out");
+    assert!(eventually(WAIT, || sink.received().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), 1);
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(row.attempts, 2, "the lost attempt counts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_mail_in_flight_finish() {
+    let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(1500)));
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.event("S1", "ready", None).await;
+    app.start("w-graceful");
+    assert!(
+        eventually(WAIT, || sink.data_starts() == 1).await,
+        "mail in flight"
+    );
+    app.stop().await;
+    assert_eq!(sink.received().len(), 1, "the mail in flight was finished");
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Sent, "and recorded as sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_transport_writes_one_eml_per_mail() {
+    let mut app = TestApp::new(None, "").await;
+    app.event("S1", "ready", None).await;
+    app.event("S1", "activated", Some(URL)).await;
+    app.start("w-file");
+    let out = app.dir.path().join("out");
+    let count = || {
+        std::fs::read_dir(&out)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(eventually(WAIT, || count() == 2).await);
+    app.stop().await;
+    assert_eq!(count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_times_out_as_transient() {
+    // Accepts connections and says nothing: the greeting never comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut app = TestApp::new(None, "").await;
+    app.settings = renewal_worker::config::Settings::from_toml_overlay(&format!(
+        "[database]\nurl = {:?}\n[templates]\ndir = {:?}\n[mail]\ntransport = \"smtp\"\n\
+         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"1s\"\n\
+         [mail.retry]\nmax_attempts = 2\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n\
+         [worker]\npoll_interval = \"100ms\"\n",
+        app.settings.database.url,
+        templates_dir()
+    ))
+    .unwrap();
+    app.event("S1", "ready", None).await;
+    app.start("w-silent");
+    assert!(
+        eventually_async(WAIT, || async {
+            app.outbox().await[0].state == OutboxState::Failed
+        })
+        .await,
+        "gave up after the timeouts"
+    );
+    app.stop().await;
+    let row = &app.outbox().await[0];
+    let attempts = app.store.attempts(row.id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts.iter().all(|a| a.outcome == "transient"),
+        "{attempts:?}"
+    );
+    for a in &attempts {
+        let took = a.finished_at - a.started_at;
+        assert!(
+            took < chrono::Duration::seconds(4),
+            "timed out promptly: {took}"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailin_embedded::{Handler, Response, Server, response};
+use renewal_worker::app::{self, Deliverer, EventOutcome};
+use renewal_worker::clock::{SharedClock, SystemClock};
+use renewal_worker::config::Settings;
+use renewal_worker::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
+use renewal_worker::import::{self, Known};
+use renewal_worker::store::{OutboxRow, Store};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    pub fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(&self.data)
+            .expect("a parseable message")
+    }
+    pub fn subject(&self) -> String {
+        self.parsed().subject().unwrap_or_default().to_owned()
+    }
+    pub fn message_id(&self) -> String {
+        self.parsed().message_id().unwrap_or_default().to_owned()
+    }
+    pub fn text(&self) -> String {
+        self.parsed().body_text(0).unwrap_or_default().into_owned()
+    }
+    pub fn html(&self) -> String {
+        self.parsed().body_html(0).unwrap_or_default().into_owned()
+    }
+}
+
+/// How the server answers the end of DATA (or RCPT), message by message.
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    Accept,
+    /// Answer 451 to the first `n` recipients (greylisting), then accept.
+    TempFailFirst(usize),
+    /// Refuse every recipient with 550.
+    RejectRecipients,
+    /// Hold each message this long before accepting (to have mail in flight).
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct SinkState {
+    received: Vec<Received>,
+    data_ends: usize,
+    rcpt_refusals: usize,
+    rcpts: usize,
+    data_starts: usize,
+}
+
+#[derive(Clone)]
+pub struct SmtpSink {
+    pub port: u16,
+    state: Arc<Mutex<SinkState>>,
+}
+
+#[derive(Clone)]
+struct SinkHandler {
+    behaviour: Behaviour,
+    state: Arc<Mutex<SinkState>>,
+    from: String,
+    to: Vec<String>,
+    buf: Vec<u8>,
+}
+
+impl Handler for SinkHandler {
+    fn rcpt(&mut self, _to: &str) -> Response {
+        let mut s = self.state.lock().unwrap();
+        s.rcpts += 1;
+        match self.behaviour {
+            Behaviour::RejectRecipients => {
+                s.rcpt_refusals += 1;
+                response::NO_MAILBOX
+            }
+            Behaviour::TempFailFirst(k) if s.rcpts <= k => {
+                s.rcpt_refusals += 1;
+                Response::custom(451, "4.7.1 Greylisted, try again later".into())
+            }
+            _ => response::OK,
+        }
+    }
+    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.from = from.to_owned();
+        self.to = to.to_vec();
+        self.buf.clear();
+        self.state.lock().unwrap().data_starts += 1;
+        response::OK
+    }
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(buf);
+        Ok(())
+    }
+    fn data_end(&mut self) -> Response {
+        self.state.lock().unwrap().data_ends += 1;
+        // (Refusing at the end of DATA is not simulated: this server would then stay in DATA
+        // mode and swallow the client's next commands.)
+        if let Behaviour::Slow(d) = self.behaviour {
+            std::thread::sleep(d);
+        }
+        self.state.lock().unwrap().received.push(Received {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            data: std::mem::take(&mut self.buf),
+        });
+        response::OK
+    }
+}
+
+impl SmtpSink {
+    pub fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let handler = SinkHandler {
+            behaviour,
+            state: state.clone(),
+            from: String::new(),
+            to: Vec::new(),
+            buf: Vec::new(),
+        };
+        std::thread::spawn(move || {
+            let mut server = Server::new(handler);
+            server.with_name("sink.test").with_tcp_listener(listener);
+            let _ = server.serve();
+        });
+        Self { port, state }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+    pub fn data_ends(&self) -> usize {
+        self.state.lock().unwrap().data_ends
+    }
+    pub fn data_starts(&self) -> usize {
+        self.state.lock().unwrap().data_starts
+    }
+    pub fn rcpt_refusals(&self) -> usize {
+        self.state.lock().unwrap().rcpt_refusals
+    }
+}
+
+pub const FIXTURE: &str = r#"{
+  "resellers": [{"id": "R1", "name": "Acme IT", "email": "ops@acme.example",
+                 "csn": "5101234567", "timezone": "America/New_York", "calendar": "us"}],
+  "customers": [{"id": "C1", "reseller_id": "R1", "name": "Globex", "email": "it@globex.example"},
+                {"id": "C2", "reseller_id": "R1", "name": "Initech", "email": "admin@initech.example"}],
+  "subscriptions": [
+    {"id": "S1", "reseller_id": "R1", "customer_id": "C1",
+     "product_id": "057O1-WW6525-L347", "plan": "AutoCAD LT", "billing": "annual_prepaid",
+     "seats": 10, "assigned_licenses": 3, "term_start": "2025-12-28",
+     "term_end": "2026-12-28", "auto_renew": true, "notify_email": "buyer@acme.example"},
+    {"id": "S2", "reseller_id": "R1", "customer_id": "C2",
+     "product_id": "057O1WW6525L348", "plan": "Revit", "billing": "monthly_prepaid",
+     "seats": 5, "assigned_licenses": 0, "term_start": "2026-01-31",
+     "term_end": "2027-01-31", "auto_renew": true}
+  ]}"#;
+
+pub fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+/// A worker environment: its own database file and mail settings pointing at `sink`.
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub store: Store,
+    pub clock: SharedClock,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl TestApp {
+    pub async fn new(sink: Option<&SmtpSink>, extra: &str) -> Self {
+        // RUST_LOG=renewal_worker=debug shows the worker's logs for a failing test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("worker.db");
+        let transport = match sink {
+            Some(s) => format!(
+                "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"5s\"\n",
+                s.port
+            ),
+            None => format!(
+                "transport = \"file\"\nfile_dir = {:?}\n",
+                dir.path().join("out")
+            ),
+        };
+        let overlay = format!(
+            "[database]\nurl = \"sqlite://{}\"\n\
+             [templates]\ndir = {:?}\n\
+             [mail]\n{transport}\
+             [mail.retry]\nmax_attempts = 4\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\n\
+             [worker]\npoll_interval = \"100ms\"\nredrive_interval = \"500ms\"\nshutdown_grace = \"10s\"\n\
+             {extra}",
+            db.display(),
+            templates_dir(),
+        );
+        let settings = Settings::from_toml_overlay(&overlay).expect("test settings");
+        let store = app::open_store(&settings).await.expect("open store");
+        let raw = import::parse_json(FIXTURE.as_bytes()).unwrap();
+        let checked = import::check(&raw, &Known::default(), &|_| Ok(()), |_| {}).unwrap();
+        store
+            .upsert_records(
+                &checked.resellers,
+                &checked.customers,
+                &checked.subscriptions,
+                chrono::Utc::now(),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        Self {
+            dir,
+            settings,
+            store,
+            clock: Arc::new(SystemClock),
+            running: None,
+        }
+    }
+
+    /// Upserts records as `import` does.
+    pub async fn import(&self, json: &str) {
+        let raw = import::parse_json(json.as_bytes()).unwrap();
+        let mut known = Known::default();
+        known.resellers.insert("R1".into());
+        known.customers.insert("C1".into(), "R1".into());
+        known.customers.insert("C2".into(), "R1".into());
+        let checked = import::check(&raw, &known, &|_| Ok(()), |_| {}).unwrap();
+        self.store
+            .upsert_records(
+                &checked.resellers,
+                &checked.customers,
+                &checked.subscriptions,
+                chrono::Utc::now(),
+                |_| {},
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A worker's services on `clock`, without the queue: poll and drain by hand.
+    pub fn deliverer(&self, clock: SharedClock) -> Deliverer {
+        Deliverer::build(
+            Arc::new(self.settings.clone()),
+            self.store.clone(),
+            clock,
+            "test-worker".into(),
+        )
+        .expect("deliverer")
+    }
+
+    pub async fn event(&self, sub: &str, event: &str, url: Option<&str>) -> EventOutcome {
+        app::record_event(
+            &self.store,
+            &self.settings,
+            self.clock.now(),
+            &SubscriptionId::parse(sub).unwrap(),
+            ProvisioningEvent::parse(event).unwrap(),
+            url.map(|u| DownloadUrl::parse(u).unwrap()).as_ref(),
+        )
+        .await
+        .expect("record event")
+    }
+
+    /// Starts the daemon in this process, as `renewal-worker run` would.
+    pub fn start(&mut self, worker_name: &str) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let settings = self.settings.clone();
+        let clock = self.clock.clone();
+        let name = worker_name.to_owned();
+        let handle = tokio::spawn(async move {
+            let settings = Arc::new(settings);
+            let store = app::open_store(&settings).await.expect("open store");
+            let deliverer =
+                Arc::new(Deliverer::build(settings, store, clock, name).expect("deliverer"));
+            renewal_worker::jobs::run_worker(deliverer.clone(), async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("worker ran");
+            deliverer.store.close().await;
+        });
+        self.running = Some((tx, handle));
+    }
+
+    /// Graceful stop, as on SIGTERM; returns when the daemon has returned.
+    pub async fn stop(&mut self) {
+        if let Some((tx, handle)) = self.running.take() {
+            let _ = tx.send(());
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("daemon stops within 30 s")
+                .expect("daemon task did not panic");
+        }
+    }
+
+    pub async fn outbox(&self) -> Vec<OutboxRow> {
+        self.store.outbox_for_subscription(None).await.unwrap()
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut cond: F) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// As [`eventually`] for conditions that need the database.
+pub async fn eventually_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond().await
+}

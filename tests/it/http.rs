@@ -1,0 +1,365 @@
+//! The HTTP API over a real socket: auth, validation, every status code, metrics after real
+//! work, and the OpenAPI document matching the routes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use renewal_worker::clock::ShiftedClock;
+use renewal_worker::http::{HttpState, OPENAPI, ROUTES, serve};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    deliverer: Arc<renewal_worker::app::Deliverer>,
+    _app: TestApp,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let app = TestApp::new(None, "").await;
+        let clock = Arc::new(ShiftedClock::starting_at(
+            chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+                .unwrap()
+                .to_utc(),
+        ));
+        let deliverer = Arc::new(app.deliverer(clock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(HttpState {
+            deliverer: deliverer.clone(),
+            token: TOKEN.into(),
+        });
+        tokio::spawn(serve(listener, state, 4096, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            _stop: tx,
+            deliverer,
+            _app: app,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "get" => self.client.get(url),
+            "put" => self.client.put(url),
+            "post" => self.client.post(url),
+            _ => unreachable!(),
+        }
+        .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+fn subscription() -> Value {
+    json!({"reseller_id": "R1", "customer_id": "C1", "product_id": "057O1-WW6525-L347",
+           "plan": "Inventor", "billing": "annual_prepaid", "seats": 5, "assigned_licenses": 0,
+           "term_start": "2025-12-28", "term_end": "2026-12-28", "auto_renew": true})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_is_required_on_subscriptions_only() {
+    let api = Api::start().await;
+    let url = format!("{}/subscriptions/S1/timeline", api.base);
+    let none = api.client.get(&url).send().await.unwrap();
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = none.json().await.unwrap();
+    assert_eq!(body["error"], "missing or wrong bearer token");
+    let wrong = api
+        .client
+        .get(&url)
+        .bearer_auth("test-token-0123456788")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.call("get", "/subscriptions/S1/timeline", None).await.0,
+        StatusCode::OK
+    );
+    let health = api
+        .client
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = api
+        .client
+        .get(format!("{}/readyz", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"store": "ok", "mail": "ok"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_validated_like_the_import() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .call("put", "/subscriptions/S7", Some(subscription()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api.call("get", "/subscriptions/S7/timeline", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["cutoff_date"], "2026-12-18");
+
+    let mut bad = subscription();
+    bad["seats"] = json!(0);
+    let (status, body) = api.call("put", "/subscriptions/S7", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "seats");
+    assert!(body["error"].as_str().unwrap().contains("got 0"));
+
+    let mut bad = subscription();
+    bad["reseller_id"] = json!("R404");
+    let (status, body) = api.call("put", "/subscriptions/S7", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "reseller_id");
+
+    let mut bad = subscription();
+    bad["id"] = json!("S8");
+    let (status, body) = api.call("put", "/subscriptions/S7", Some(bad)).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("id"))
+    );
+
+    let raw = api
+        .client
+        .put(format!("{}/subscriptions/S7", api.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"seats\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    assert!(raw.json::<Value>().await.unwrap()["error"].is_string());
+
+    let mut huge = subscription();
+    huge["plan"] = json!("x".repeat(10_000));
+    let (status, _) = api.call("put", "/subscriptions/S7", Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = api
+        .call("get", "/subscriptions/S7/timeline?at=yesterday", None)
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("at"))
+    );
+    let (status, _) = api.call("get", "/subscriptions/S404/timeline", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_licenses_and_disable_requests() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "ready"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "ready"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["already_recorded"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "activated"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("download_url"))
+    );
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "activated", "download_url": "http://x.example"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("download_url"))
+    );
+    let (status, _) = api
+        .call(
+            "post",
+            "/subscriptions/S404/events",
+            Some(json!({"event": "ready"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Licenses assigned: the request is rejected with 409 and the decision.
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/disable-auto-renew",
+            Some(json!({"requested_by": "buyer@acme.example"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        (body["decision"].as_str(), body["reason"].as_str()),
+        (Some("rejected"), Some("licenses_assigned"))
+    );
+    let (status, body) = api
+        .call(
+            "put",
+            "/subscriptions/S1/licenses",
+            Some(json!({"assigned": 11})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("assigned"))
+    );
+    let (status, _) = api
+        .call(
+            "put",
+            "/subscriptions/S1/licenses",
+            Some(json!({"assigned": 0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/disable-auto-renew",
+            Some(json!({"requested_by": "buyer@acme.example", "request_id": "m-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["effective_term_end"], "2026-12-28");
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/disable-auto-renew",
+            Some(json!({"requested_by": "nobody"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("requested_by"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_real_work() {
+    let api = Api::start().await;
+    api.call(
+        "post",
+        "/subscriptions/S1/events",
+        Some(json!({"event": "ready"})),
+    )
+    .await;
+    let text = |api: &Api| {
+        let url = format!("{}/metrics", api.base);
+        let client = api.client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let before = text(&api).await;
+    assert!(before.contains("renewal_worker_owed_mails 1"), "{before}");
+    api.deliverer.poll().await.unwrap();
+    let drained = api.deliverer.drain().await.unwrap();
+    assert_eq!(drained.sent, 2, "the ready mail and S1's due reminder");
+    let after = text(&api).await;
+    assert!(
+        after.contains("renewal_worker_mails_total{kind=\"ready\",outcome=\"sent\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("renewal_worker_mails_total{kind=\"renewal_reminder\",outcome=\"sent\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("renewal_worker_poll_duration_seconds_count 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("renewal_worker_smtp_send_duration_seconds_count 2"),
+        "{after}"
+    );
+    assert!(after.contains("renewal_worker_owed_mails 0"), "{after}");
+    assert!(after.contains("renewal_worker_queue_depth"), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_routes() {
+    let api = Api::start().await;
+    let served: Value = api
+        .client
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    assert_eq!(served, doc);
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+    // Each route answers with one of its documented codes.
+    for (method, path) in ROUTES {
+        let concrete = path.replace("{id}", "S1");
+        let body = (*method != "get").then(|| json!({}));
+        let (status, _) = api.call(method, &concrete, body).await;
+        let codes = doc["paths"][*path][*method]["responses"]
+            .as_object()
+            .unwrap();
+        assert!(
+            codes.contains_key(status.as_str()),
+            "{method} {path} answered {status}, documented {:?}",
+            codes.keys()
+        );
+    }
+}
