@@ -17,3 +17,9 @@ pub mod renewal;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+
+/// Makes rustls with ring the process's TLS provider (the one stack lettre and sqlx use too).
+/// HTTP clients need it installed before they are built; calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

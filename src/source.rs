@@ -66,8 +66,7 @@ pub struct PullReport {
 }
 
 fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
-    // One TLS stack in the process: rustls with ring, as lettre and sqlx use.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     reqwest::Client::builder()
         .timeout(settings.source.timeout)
         .build()
@@ -104,7 +103,13 @@ async fn fetch(
             }
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body: String = resp.text().await.unwrap_or_default().chars().take(500).collect();
+                let body: String = resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect();
                 let err = SourceError::Status {
                     url: s.url.clone(),
                     status,
@@ -146,23 +151,49 @@ async fn apply_rows(
 ) -> Result<(), SourceError> {
     let known_calendar = |name: &str| calendars.get(name).map(|_| ()).map_err(|e| e.to_string());
     for _ in 0..10 {
-        let sub_ids: Vec<&str> = raw.subscriptions.iter().filter_map(|r| r.get("id")?.as_str()).collect();
+        let sub_ids: Vec<&str> = raw
+            .subscriptions
+            .iter()
+            .filter_map(|r| r.get("id")?.as_str())
+            .collect();
         let reseller_refs: Vec<&str> = raw
             .customers
             .iter()
             .chain(&raw.subscriptions)
             .filter_map(|r| r.get("reseller_id")?.as_str())
             .collect();
-        let customer_refs: Vec<&str> = raw.subscriptions.iter().filter_map(|r| r.get("customer_id")?.as_str()).collect();
+        let customer_refs: Vec<&str> = raw
+            .subscriptions
+            .iter()
+            .filter_map(|r| r.get("customer_id")?.as_str())
+            .collect();
         let known = Known {
-            resellers: store.existing_resellers(&reseller_refs).await?.into_iter().collect(),
-            customers: store.existing_customers(&customer_refs).await?.into_iter().collect(),
-            disabled: store.irrevocably_disabled(&sub_ids).await?.into_iter().collect(),
+            resellers: store
+                .existing_resellers(&reseller_refs)
+                .await?
+                .into_iter()
+                .collect(),
+            customers: store
+                .existing_customers(&customer_refs)
+                .await?
+                .into_iter()
+                .collect(),
+            disabled: store
+                .irrevocably_disabled(&sub_ids)
+                .await?
+                .into_iter()
+                .collect(),
         };
         match import::check(&raw, &known, &known_calendar, |_| {}) {
             Ok(checked) => {
                 let counts = store
-                    .upsert_records(&checked.resellers, &checked.customers, &checked.subscriptions, now, |_| {})
+                    .upsert_records(
+                        &checked.resellers,
+                        &checked.customers,
+                        &checked.subscriptions,
+                        now,
+                        |_| {},
+                    )
                     .await?;
                 report.resellers += counts.resellers;
                 report.customers += counts.customers;
@@ -195,7 +226,12 @@ async fn apply_rows(
                     });
                 }
             }
-            Err(e) => return Err(SourceError::Page { url: String::new(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(SourceError::Page {
+                    url: String::new(),
+                    reason: e.to_string(),
+                });
+            }
         }
     }
     Ok(())
@@ -248,9 +284,11 @@ pub async fn pull(
                 Ok((sub, kind, url)) => {
                     match app::record_event(store, settings, now, &sub, kind, url.as_ref()).await {
                         Ok(EventOutcome::Queued { .. }) => report.events_recorded += 1,
-                        Ok(EventOutcome::AlreadyRecorded { .. }) => report.events_already_recorded += 1,
-                        Err(AppError::UnknownSubscription(_) | AppError::Invalid(_)) => {
-                            report.skipped.push(format!("{label}: cannot be recorded (unknown subscription or missing download_url)"));
+                        Ok(EventOutcome::AlreadyRecorded { .. }) => {
+                            report.events_already_recorded += 1
+                        }
+                        Err(e @ (AppError::UnknownSubscription(_) | AppError::Invalid(_))) => {
+                            report.skipped.push(format!("{label}: {e}"));
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -270,6 +308,12 @@ pub async fn pull(
     for s in &report.skipped {
         warn!(skipped = %s, "row from the marketplace skipped");
     }
-    info!(pages = report.pages, subscriptions = report.subscriptions, events = report.events_recorded, skipped = report.skipped.len(), "pulled from the marketplace");
+    info!(
+        pages = report.pages,
+        subscriptions = report.subscriptions,
+        events = report.events_recorded,
+        skipped = report.skipped.len(),
+        "pulled from the marketplace"
+    );
     Ok(report)
 }

@@ -582,15 +582,23 @@ async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
             .output()
             .unwrap()
     };
-    // The job of the mail that failed for good is dead.
-    let listed = {
-        let cli = cli.clone();
-        tokio::task::spawn_blocking(move || cli(&["jobs", "--status", "dead", "--json"]))
-            .await
-            .unwrap()
-    };
-    assert!(listed.status.success(), "{}", text(&listed.stderr));
-    let dead: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    // The job of the mail that failed for good is dead. The outbox row turns failed inside the
+    // job; the queue records the job's end a moment later, so look until it shows.
+    let mut dead = serde_json::Value::Null;
+    for _ in 0..100 {
+        let listed = {
+            let cli = cli.clone();
+            tokio::task::spawn_blocking(move || cli(&["jobs", "--status", "dead", "--json"]))
+                .await
+                .unwrap()
+        };
+        assert!(listed.status.success(), "{}", text(&listed.stderr));
+        dead = serde_json::from_slice(&listed.stdout).unwrap();
+        if !dead.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
     let id = dead[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(dead[0]["key"], "send:1:0");

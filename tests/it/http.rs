@@ -42,7 +42,10 @@ impl Api {
         }));
         Self {
             base,
-            client: reqwest::Client::new(),
+            client: {
+                renewal_worker::install_tls_provider();
+                reqwest::Client::new()
+            },
             _stop: tx,
             deliverer,
             _app: app,

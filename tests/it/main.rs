@@ -7,4 +7,5 @@ mod disable;
 mod helpers;
 mod http;
 mod renewal;
+mod source;
 mod templates;
