@@ -57,6 +57,40 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     .await
 }
 
+/// As [`open_store`], for the daemon: while the database cannot be reached (PostgreSQL not
+/// up yet, a network blip), keeps trying with doubling waits up to 30 s instead of giving up.
+/// Errors that waiting cannot fix (a bad URL, a failed migration) end it at once.
+pub async fn open_store_patiently(settings: &Settings) -> Result<Store, StoreError> {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        match open_store(settings).await {
+            Err(e @ (StoreError::Connect { .. } | StoreError::Db(_))) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "database not reachable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)))
+                if is_connection(&e) =>
+            {
+                tracing::warn!(error = %e, retry_in = ?wait, "database not reachable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_connection(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
 /// What recording a provisioning event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {

@@ -462,7 +462,11 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
         Command::Migrate => {
             let store = app::open_store(&settings).await?;
             store.close().await;
-            writeln!(out, "database is up to date: {}", settings.database.url)?;
+            writeln!(
+                out,
+                "database is up to date: {}",
+                crate::config::redacted_url(&settings.database.url)
+            )?;
         }
         Command::Import { file } => {
             let store = app::open_store(&settings).await?;
@@ -929,7 +933,7 @@ pub async fn run_daemon(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
     let settings = Arc::new(settings);
-    let store = app::open_store(&settings).await?;
+    let store = app::open_store_patiently(&settings).await?;
     let name = settings.worker_instance_name();
     let deliverer = Arc::new(Deliverer::build(
         settings.clone(),

@@ -252,11 +252,15 @@ impl Settings {
             }
         }
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "database.url",
-                db,
-                "expected a sqlite:// URL (e.g. sqlite://data/renewal-worker.db)",
+                redacted_url(db),
+                "expected sqlite://FILE (e.g. sqlite://data/renewal-worker.db) or \
+                 postgres://USER@HOST/DATABASE",
             ));
         }
         if self.database.max_connections == 0 {
@@ -490,6 +494,17 @@ fn hostname_or_default() -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "renewal-worker".to_owned())
+}
+
+/// A database URL fit for logs and messages: any password replaced by `***`.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,30 @@ use super::{
     DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, SEND_QUEUE, SendMail,
 };
 use crate::app::{Deliverer, Delivery};
-use crate::store::QueueOptions;
+use crate::store::{Backend, JobQueue, QueueOptions};
+
+/// Registers a worker on `$monitor` for the store's backend: `$build` is compiled once per
+/// backend with `$queue` bound to that backend's queue of `$args` jobs (made anew on every
+/// restart of the worker).
+macro_rules! register_queue {
+    ($monitor:expr, $store:expr, $args:ty, $name:expr, $options:expr, |$n:ident, $queue:ident| $build:expr) => {{
+        let store = $store.clone();
+        match store.backend() {
+            Backend::Sqlite => $monitor.register(move |$n| {
+                let JobQueue::Sqlite($queue) = store.job_queue::<$args>($name, $options) else {
+                    unreachable!("a SQLite store makes SQLite queues")
+                };
+                $build
+            }),
+            Backend::Postgres => $monitor.register(move |$n| {
+                let JobQueue::Postgres($queue) = store.job_queue::<$args>($name, $options) else {
+                    unreachable!("a PostgreSQL store makes PostgreSQL queues")
+                };
+                $build
+            }),
+        }
+    }};
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -165,8 +188,14 @@ pub async fn run_worker(
             error!(worker = ctx.name(), error = %err, "worker stopped; restarting");
             true
         })
-        .shutdown_timeout(w.shutdown_grace)
-        .register(move |_| {
+        .shutdown_timeout(w.shutdown_grace);
+    let monitor = register_queue!(
+        monitor,
+        store,
+        SendMail,
+        SEND_QUEUE,
+        queue_options,
+        |_n, queue| {
             // apalis refuses a name seen alive within one heartbeat, so a restarted worker
             // takes a fresh one; the jobs of the old name are re-queued as orphans.
             let n = restarts.fetch_add(1, Ordering::SeqCst);
@@ -176,14 +205,15 @@ pub async fn run_worker(
                 format!("{base_name}-r{n}")
             };
             WorkerBuilder::new(name)
-                .backend(store.job_queue::<SendMail>(SEND_QUEUE, queue_options))
+                .backend(queue)
                 .data(send_deliverer.clone())
                 .concurrency(concurrency)
                 .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
                 .timeout(job_timeout)
                 .catch_panic()
                 .build(handle_send)
-        });
+        }
+    );
 
     let monitor = {
         let deliverer = deliverer.clone();
@@ -205,35 +235,47 @@ pub async fn run_worker(
     };
     let monitor = {
         let deliverer = deliverer.clone();
-        let store = deliverer.store.clone();
         let restarts = Arc::new(AtomicUsize::new(0));
-        monitor.register(move |_| {
-            let n = restarts.fetch_add(1, Ordering::SeqCst);
-            WorkerBuilder::new(format!("{}-poll-r{n}", deliverer.worker_name))
-                .backend(store.job_queue::<PollNow>(POLL_QUEUE, poll_options))
-                .data(deliverer.clone())
-                .concurrency(1)
-                .timeout(job_timeout.max(std::time::Duration::from_secs(600)))
-                .catch_panic()
-                .build(handle_poll_now)
-        })
+        register_queue!(
+            monitor,
+            deliverer.store,
+            PollNow,
+            POLL_QUEUE,
+            poll_options,
+            |_n, queue| {
+                let n = restarts.fetch_add(1, Ordering::SeqCst);
+                WorkerBuilder::new(format!("{}-poll-r{n}", deliverer.worker_name))
+                    .backend(queue)
+                    .data(deliverer.clone())
+                    .concurrency(1)
+                    .timeout(job_timeout.max(std::time::Duration::from_secs(600)))
+                    .catch_panic()
+                    .build(handle_poll_now)
+            }
+        )
     };
 
     let monitor = {
         let deliverer = deliverer.clone();
-        let store = deliverer.store.clone();
         let restarts = Arc::new(AtomicUsize::new(0));
-        monitor.register(move |_| {
-            let n = restarts.fetch_add(1, Ordering::SeqCst);
-            WorkerBuilder::new(format!("{}-disable-r{n}", deliverer.worker_name))
-                .backend(store.job_queue::<DisableRequest>(DISABLE_QUEUE, poll_options))
-                .data(deliverer.clone())
-                .concurrency(1)
-                .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
-                .timeout(job_timeout)
-                .catch_panic()
-                .build(handle_disable)
-        })
+        register_queue!(
+            monitor,
+            deliverer.store,
+            DisableRequest,
+            DISABLE_QUEUE,
+            poll_options,
+            |_n, queue| {
+                let n = restarts.fetch_add(1, Ordering::SeqCst);
+                WorkerBuilder::new(format!("{}-disable-r{n}", deliverer.worker_name))
+                    .backend(queue)
+                    .data(deliverer.clone())
+                    .concurrency(1)
+                    .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
+                    .timeout(job_timeout)
+                    .catch_panic()
+                    .build(handle_disable)
+            }
+        )
     };
 
     let result = monitor

@@ -2,9 +2,8 @@
 //! they carry (a job whose mail failed for good is "dead", and retrying it retries the mail).
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
-use super::{QueuedJob, Store, StoreError, millis, push_job, trusted};
+use super::{Db, DbRow, QueuedJob, Store, StoreError, db, millis, push_job};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct JobRow {
@@ -34,7 +33,9 @@ const STATUS: &str = "CASE
     WHEN j.status IN ('Queued', 'Running') THEN 'running'
     ELSE 'pending' END";
 
-fn select() -> String {
+/// The queue's jobs with the operator's status, on SQLite (`Jobs`: JSON args as a blob,
+/// instants in seconds).
+fn select_sqlite() -> String {
     format!(
         "SELECT j.id, j.idempotency_key, j.job_type, {STATUS} AS op_status, j.attempts,
            j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
@@ -46,23 +47,39 @@ fn select() -> String {
     )
 }
 
+/// The same on PostgreSQL (`apalis.jobs`: args as bytea, instants as timestamptz, the last
+/// result as jsonb), in the same column types as on SQLite.
+fn select_postgres() -> String {
+    format!(
+        "SELECT j.id, j.idempotency_key, j.job_type, {STATUS} AS op_status,
+           j.attempts::BIGINT AS attempts, j.max_attempts::BIGINT AS max_attempts,
+           EXTRACT(EPOCH FROM j.run_at)::BIGINT AS run_at,
+           EXTRACT(EPOCH FROM j.done_at)::BIGINT AS done_at, j.lock_by,
+           j.last_result::TEXT AS last_result, convert_from(j.job, 'UTF8') AS args
+         FROM apalis.jobs j
+         LEFT JOIN outbox o ON j.job_type = '{SEND_QUEUE}'
+           AND o.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'outbox_id')::BIGINT
+           AND o.attempts = (convert_from(j.job, 'UTF8')::jsonb ->> 'attempts')::BIGINT + 1"
+    )
+}
+
 fn seconds(v: Option<i64>) -> Option<DateTime<Utc>> {
     v.and_then(|s| DateTime::from_timestamp(s, 0))
 }
 
-fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
-    let args: String = r.try_get("args")?;
+fn job_from_row(r: &impl DbRow) -> Result<JobRow, StoreError> {
+    let args: String = r.col("args")?;
     Ok(JobRow {
-        id: r.try_get("id")?,
-        key: r.try_get("idempotency_key")?,
-        queue: r.try_get("job_type")?,
-        status: r.try_get("op_status")?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-        max_attempts: u32::try_from(r.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
-        run_at: seconds(r.try_get("run_at")?),
-        done_at: seconds(r.try_get("done_at")?),
-        worker: r.try_get("lock_by")?,
-        last_result: r.try_get("last_result")?,
+        id: r.col("id")?,
+        key: r.col("idempotency_key")?,
+        queue: r.col("job_type")?,
+        status: r.col("op_status")?,
+        attempts: u32::try_from(r.col::<i64>("attempts")?).unwrap_or(0),
+        max_attempts: u32::try_from(r.col::<i64>("max_attempts")?).unwrap_or(0),
+        run_at: seconds(r.col("run_at")?),
+        done_at: seconds(r.col("done_at")?),
+        worker: r.col("lock_by")?,
+        last_result: r.col("last_result")?,
         args: serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args)),
     })
 }
@@ -70,28 +87,40 @@ fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
 impl Store {
     /// Jobs, newest first, optionally of one operator status.
     pub async fn jobs(&self, status: Option<&str>, limit: u32) -> Result<Vec<JobRow>, StoreError> {
-        let sql = format!(
-            "SELECT * FROM ({}) WHERE (? IS NULL OR op_status = ?) ORDER BY run_at DESC, id DESC LIMIT ?",
-            select()
-        );
-        let rows = sqlx::query(trusted(sql))
-            .bind(status)
-            .bind(status)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(job_from_row).collect()
+        db!(self, |p, stmt| {
+            let select = match self.db {
+                Db::Sqlite(_) => select_sqlite(),
+                Db::Postgres(_) => select_postgres(),
+            };
+            let sql = format!(
+                "SELECT * FROM ({select}) js
+             WHERE (? IS NULL OR op_status = ?) ORDER BY run_at DESC, id DESC LIMIT ?"
+            );
+            let rows = sqlx::query(stmt(&sql))
+                .bind(status)
+                .bind(status)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(job_from_row).collect()
+        })
     }
 
     /// One job by its id or its key.
     pub async fn job(&self, id_or_key: &str) -> Result<Option<JobRow>, StoreError> {
-        let sql = format!("{} WHERE j.id = ? OR j.idempotency_key = ?", select());
-        let row = sqlx::query(trusted(sql))
-            .bind(id_or_key)
-            .bind(id_or_key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| job_from_row(&r)).transpose()
+        db!(self, |p, stmt| {
+            let select = match self.db {
+                Db::Sqlite(_) => select_sqlite(),
+                Db::Postgres(_) => select_postgres(),
+            };
+            let sql = format!("{select} WHERE j.id = ? OR j.idempotency_key = ?");
+            let row = sqlx::query(stmt(&sql))
+                .bind(id_or_key)
+                .bind(id_or_key)
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| job_from_row(&r)).transpose()
+        })
     }
 
     /// Puts a dead job back to pending. For a send job whose mail failed for good, the mail
@@ -103,53 +132,68 @@ impl Store {
         now: DateTime<Utc>,
         send_job: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Option<String>, StoreError> {
-        let Some(job) = self.job(id_or_key).await? else {
-            return Ok(None);
-        };
-        if job.status != "dead" {
-            return Ok(None);
-        }
-        let mut tx = self.pool.begin().await?;
-        if job.queue == SEND_QUEUE
-            && let Some(outbox_id) = job.args["outbox_id"].as_i64()
-        {
-            let attempts: Option<i64> = sqlx::query_scalar(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, last_error = NULL
-                 WHERE id = ? AND state = 'failed' RETURNING attempts",
-            )
-            .bind(millis(now))
-            .bind(outbox_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(attempts) = attempts {
-                let next = send_job(outbox_id, u32::try_from(attempts).unwrap_or(0));
-                push_job(&mut tx, &next).await?;
-                tx.commit().await?;
-                return Ok(Some(next.idempotency_key));
+        db!(self, |p, stmt| {
+            let Some(job) = self.job(id_or_key).await? else {
+                return Ok(None);
+            };
+            if job.status != "dead" {
+                return Ok(None);
             }
-        }
-        sqlx::query(
-            "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?, lock_by = NULL,
-               lock_at = NULL, done_at = NULL
-             WHERE id = ?",
-        )
-        .bind(now.timestamp())
-        .bind(&job.id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(job.key.unwrap_or(job.id)))
+            let mut tx = p.begin().await?;
+            if job.queue == SEND_QUEUE
+                && let Some(outbox_id) = job.args["outbox_id"].as_i64()
+            {
+                let attempts: Option<i64> = sqlx::query_scalar(stmt(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?, last_error = NULL
+                 WHERE id = ? AND state = 'failed' RETURNING attempts",
+                ))
+                .bind(millis(now))
+                .bind(outbox_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(attempts) = attempts {
+                    let next = send_job(outbox_id, u32::try_from(attempts).unwrap_or(0));
+                    push_job(&mut tx, &next).await?;
+                    tx.commit().await?;
+                    return Ok(Some(next.idempotency_key));
+                }
+            }
+            let requeue = match self.db {
+                Db::Sqlite(_) => {
+                    "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?, lock_by = NULL,
+                   lock_at = NULL, done_at = NULL
+                 WHERE id = ?"
+                }
+                Db::Postgres(_) => {
+                    "UPDATE apalis.jobs SET status = 'Pending', attempts = 0,
+                   run_at = to_timestamp(?), lock_by = NULL, lock_at = NULL, done_at = NULL
+                 WHERE id = ?"
+                }
+            };
+            sqlx::query(stmt(requeue))
+                .bind(now.timestamp())
+                .bind(&job.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(job.key.unwrap_or(job.id)))
+        })
     }
 
     /// Deletes finished jobs done before `before` (the queue slows down as they pile up).
     /// Only jobs that are done: pending, failed and dead ones stay for operators to see.
     pub async fn purge_done_jobs(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM Jobs WHERE status = 'Done' AND done_at < ?")
-                .bind(before.timestamp())
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
+        db!(self, |p, stmt| {
+            Ok(sqlx::query(stmt(match self.db {
+                Db::Sqlite(_) => "DELETE FROM Jobs WHERE status = 'Done' AND done_at < ?",
+                Db::Postgres(_) => {
+                    "DELETE FROM apalis.jobs WHERE status = 'Done' AND done_at < to_timestamp(?)"
+                }
+            }))
+            .bind(before.timestamp())
+            .execute(p)
+            .await?
+            .rows_affected())
+        })
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use apalis::prelude::{BackendExt, TaskBuilder};
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::domain::SubscriptionId;
 use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
@@ -270,13 +271,76 @@ pub struct QueueOptions {
     pub missed_heartbeats: usize,
 }
 
-/// The job queue backend of this store, ready for an apalis worker.
-pub type JobQueue<T> =
+/// The job queue of a SQLite store, ready for an apalis worker.
+pub type SqliteQueue<T> =
     apalis::prelude::PollWith<apalis_sqlite::SqliteStorage<T>, apalis::prelude::IntervalStrategy>;
+/// The job queue of a PostgreSQL store, ready for an apalis worker.
+pub type PostgresQueue<T> = apalis::prelude::PollWith<
+    apalis_postgres::PostgresStorage<T>,
+    apalis::prelude::IntervalStrategy,
+>;
+
+/// A job queue on whichever backend the store uses.
+pub enum JobQueue<T> {
+    Sqlite(SqliteQueue<T>),
+    Postgres(PostgresQueue<T>),
+}
+
+/// Which database the store is on (chosen by the URL's scheme).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::BadUrl {
+                url: url.to_owned(),
+                reason: "the scheme must be sqlite:// or postgres://".into(),
+            })
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the typed pool and `$stmt` turning SQL written with `?`
+/// placeholders into the backend's form. The body is compiled once per backend, so one text
+/// of each query serves both: the differences are confined to the few places that match on
+/// the backend themselves.
+macro_rules! db {
+    ($self:expr, |$p:ident, $stmt:ident| $body:block) => {
+        match &$self.db {
+            Db::Sqlite($p) => {
+                #[allow(unused_variables)]
+                let $stmt = |sql: &str| $crate::store::trusted(sql.to_owned());
+                $body
+            }
+            Db::Postgres($p) => {
+                #[allow(unused_variables)]
+                let $stmt =
+                    |sql: &str| $crate::store::trusted($crate::store::numbered_placeholders(sql));
+                $body
+            }
+        }
+    };
+}
+pub(crate) use db;
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
 }
 
 pub fn millis(t: DateTime<Utc>) -> i64 {
@@ -288,9 +352,53 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date: ours and the
-    /// job queue's.
+    /// Opens the database named by `url` (`sqlite://FILE`, created if needed, or
+    /// `postgres://...`) and brings its schema up to date: ours and the job queue's. When the
+    /// database is not reachable, keeps trying for `connect_timeout` before giving up.
     pub async fn open(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = Self::connect(url, max_connections, busy_timeout).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens without touching the schema.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        match Backend::of_url(url)? {
+            Backend::Sqlite => Self::open_sqlite(url, max_connections, busy_timeout).await,
+            Backend::Postgres => Self::open_postgres(url, max_connections, busy_timeout).await,
+        }
+    }
+
+    async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // Lazy: a database that is down at start (or drops later) is retried on every use
+        // instead of failing the start; the daemon keeps going and resumes when it is back.
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout.max(Duration::from_secs(1)))
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Self {
+            db: Db::Postgres(pool),
+        })
+    }
+
+    async fn open_sqlite(
         url: &str,
         max_connections: u32,
         busy_timeout: Duration,
@@ -325,38 +433,77 @@ impl Store {
                 url: url.to_owned(),
                 source,
             })?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self {
+            db: Db::Sqlite(pool),
+        })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
-        // The queue's migrations keep their own ledger so the two sets never see each other
-        // as "missing" migrations.
-        let mut queue = apalis_sqlite::SqliteStorage::migrations();
-        queue.dangerous_set_table_name("_apalis_migrations");
-        queue.run(&self.pool).await?;
+    /// Applies our migrations and the job queue's, each with its own ledger so the two sets
+    /// never see each other as "missing" migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(p) => {
+                sqlx::migrate!("./migrations/sqlite").run(p).await?;
+                let mut queue = apalis_sqlite::SqliteStorage::migrations();
+                queue.dangerous_set_table_name("_apalis_migrations");
+                queue.run(p).await?;
+            }
+            Db::Postgres(p) => {
+                // Several daemons may start at once: migrations take a database lock, so one
+                // applies them and the others find them applied.
+                sqlx::migrate!("./migrations/postgres").run(p).await?;
+                let mut queue = apalis_postgres::PostgresStorage::<()>::migrations();
+                queue.dangerous_set_table_name("_apalis_migrations");
+                queue.run(p).await?;
+            }
+        }
         Ok(())
     }
 
-    /// The job queue `queue` on this store's database, polled every `poll_interval` (the
-    /// update hooks apalis offers do not see jobs pushed by other processes, such as the CLI).
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The job queue `queue` on this store's database, polled every `poll_interval` (neither
+    /// SQLite's update hooks nor PostgreSQL's notifications see every job that becomes due:
+    /// jobs pushed by another process, jobs scheduled for later).
     pub fn job_queue<T>(&self, queue: &str, options: QueueOptions) -> JobQueue<T> {
-        let config = apalis_sqlite::Config::default()
-            .queue(queue)
-            .batch_size(options.batch_size.max(1))
-            .heartbeat_interval(options.heartbeat_interval)
-            .missed_heartbeats(options.missed_heartbeats);
-        apalis_sqlite::SqliteStorage::new(&self.pool)
-            .with_config(config)
-            .poll_with_interval(options.poll_interval)
+        match &self.db {
+            Db::Sqlite(p) => {
+                let config = apalis_sqlite::Config::default()
+                    .queue(queue)
+                    .batch_size(options.batch_size.max(1))
+                    .heartbeat_interval(options.heartbeat_interval)
+                    .missed_heartbeats(options.missed_heartbeats);
+                JobQueue::Sqlite(
+                    apalis_sqlite::SqliteStorage::new(p)
+                        .with_config(config)
+                        .poll_with_interval(options.poll_interval),
+                )
+            }
+            Db::Postgres(p) => {
+                let config = apalis_postgres::Config::default()
+                    .queue(queue)
+                    .batch_size(options.batch_size.max(1))
+                    .heartbeat_interval(options.heartbeat_interval)
+                    .missed_heartbeats(options.missed_heartbeats);
+                JobQueue::Postgres(
+                    apalis_postgres::PostgresStorage::new(p)
+                        .with_config(config)
+                        .poll_with_interval(options.poll_interval),
+                )
+            }
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.db {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
     }
 
     // ---------------------------------------------------------------- marketplace records
@@ -370,51 +517,54 @@ impl Store {
         now: DateTime<Utc>,
         mut progress: impl FnMut(usize),
     ) -> Result<ImportCounts, StoreError> {
-        let now = millis(now);
-        let mut tx = self.pool.begin().await?;
-        for r in resellers {
-            sqlx::query(
-                "INSERT INTO resellers (id, name, email, csn, timezone, calendar, updated_at)
+        db!(self, |p, stmt| {
+            let now = millis(now);
+            let mut tx = p.begin().await?;
+            for r in resellers {
+                sqlx::query(stmt(
+                    "INSERT INTO resellers (id, name, email, csn, timezone, calendar, updated_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
                    csn = excluded.csn, timezone = excluded.timezone,
                    calendar = excluded.calendar, updated_at = excluded.updated_at",
-            )
-            .bind(r.id.as_str())
-            .bind(&r.name)
-            .bind(r.email.as_str())
-            .bind(r.csn.as_ref().map(|c| c.as_str()))
-            .bind(r.timezone.as_str())
-            .bind(r.calendar.as_deref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            // A new time zone or calendar moves every date of its subscriptions.
-            sqlx::query("UPDATE subscriptions SET next_due_at = 0 WHERE reseller_id = ?")
+                ))
+                .bind(r.id.as_str())
+                .bind(&r.name)
+                .bind(r.email.as_str())
+                .bind(r.csn.as_ref().map(|c| c.as_str()))
+                .bind(r.timezone.as_str())
+                .bind(r.calendar.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                // A new time zone or calendar moves every date of its subscriptions.
+                sqlx::query(stmt(
+                    "UPDATE subscriptions SET next_due_at = 0 WHERE reseller_id = ?",
+                ))
                 .bind(r.id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            progress(1);
-        }
-        for c in customers {
-            sqlx::query(
-                "INSERT INTO customers (id, reseller_id, name, email, updated_at)
+                progress(1);
+            }
+            for c in customers {
+                sqlx::query(stmt(
+                    "INSERT INTO customers (id, reseller_id, name, email, updated_at)
                  VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET reseller_id = excluded.reseller_id,
                    name = excluded.name, email = excluded.email, updated_at = excluded.updated_at",
-            )
-            .bind(c.id.as_str())
-            .bind(c.reseller_id.as_str())
-            .bind(&c.name)
-            .bind(c.email.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            progress(1);
-        }
-        for s in subscriptions {
-            sqlx::query(
-                "INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
+                ))
+                .bind(c.id.as_str())
+                .bind(c.reseller_id.as_str())
+                .bind(&c.name)
+                .bind(c.email.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                progress(1);
+            }
+            for s in subscriptions {
+                sqlx::query(
+                stmt("INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
                    seats, assigned_licenses, term_start, term_end, auto_renew, notify_email,
                    updated_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -424,7 +574,7 @@ impl Store {
                    assigned_licenses = excluded.assigned_licenses,
                    term_start = excluded.term_start, term_end = excluded.term_end,
                    auto_renew = excluded.auto_renew, notify_email = excluded.notify_email,
-                   updated_at = excluded.updated_at, next_due_at = 0",
+                   updated_at = excluded.updated_at, next_due_at = 0"),
             )
             .bind(s.id.as_str())
             .bind(s.reseller_id.as_str())
@@ -441,13 +591,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            progress(1);
-        }
-        tx.commit().await?;
-        Ok(ImportCounts {
-            resellers: resellers.len(),
-            customers: customers.len(),
-            subscriptions: subscriptions.len(),
+                progress(1);
+            }
+            tx.commit().await?;
+            Ok(ImportCounts {
+                resellers: resellers.len(),
+                customers: customers.len(),
+                subscriptions: subscriptions.len(),
+            })
         })
     }
 
@@ -461,37 +612,41 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id, reseller_id FROM customers WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(trusted(sql));
-            for id in chunk {
-                q = q.bind(*id);
+        db!(self, |p, stmt| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(500) {
+                let sql = format!(
+                    "SELECT id, reseller_id FROM customers WHERE id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for row in q.fetch_all(p).await? {
+                    found.push((row.try_get("id")?, row.try_get("reseller_id")?));
+                }
             }
-            for row in q.fetch_all(&self.pool).await? {
-                found.push((row.try_get("id")?, row.try_get("reseller_id")?));
-            }
-        }
-        Ok(found)
+            Ok(found)
+        })
     }
 
     async fn existing_ids(&self, table: &str, ids: &[&str]) -> Result<Vec<String>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id FROM {table} WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(trusted(sql));
-            for id in chunk {
-                q = q.bind(*id);
+        db!(self, |p, stmt| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(500) {
+                let sql = format!(
+                    "SELECT id FROM {table} WHERE id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query_scalar::<_, String>(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                found.extend(q.fetch_all(p).await?);
             }
-            found.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Adds `n` synthetic subscriptions (ids `BENCH-00000000`…) of an existing reseller and
@@ -508,60 +663,96 @@ impl Store {
         term_end: chrono::NaiveDate,
         later: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
-             INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
+        db!(self, |p, stmt| {
+            let (rows, id) = match self.db {
+            Db::Sqlite(_) => (
+                "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
+                 SELECT i FROM seq",
+                "printf('BENCH-%08d', i)",
+            ),
+            Db::Postgres(_) => (
+                "SELECT generate_series(0, ? - 1) AS i",
+                "'BENCH-' || lpad(i::TEXT, 8, '0')",
+            ),
+        };
+            sqlx::query(stmt(&format!(
+            "INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
                seats, assigned_licenses, term_start, term_end, auto_renew, notify_email,
                updated_at, next_due_at)
-             SELECT printf('BENCH-%08d', i), ?, ?, '057O1WW6525L347', 'AutoCAD LT',
-               'annual_prepaid', 10, 0, ?, ?, 1, NULL, 0,
+             SELECT {id}, ?, ?, '057O1WW6525L347', 'AutoCAD LT',
+               'annual_prepaid', 10, 0, ?, ?, TRUE, NULL, 0,
                CASE WHEN i < ? THEN 0 ELSE ? END
-             FROM seq",
-        )
-        .bind(i64::try_from(n).unwrap_or(i64::MAX))
-        .bind(reseller)
-        .bind(customer)
-        .bind(term_start)
-        .bind(term_end)
-        .bind(i64::try_from(due).unwrap_or(i64::MAX))
-        .bind(millis(later))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+             FROM ({rows}) seq"
+        )))
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .bind(reseller)
+            .bind(customer)
+            .bind(term_start)
+            .bind(term_end)
+            .bind(i64::try_from(due).unwrap_or(i64::MAX))
+            .bind(millis(later))
+            .execute(p)
+            .await?;
+            Ok(())
+        })
     }
 
-    /// How SQLite answers the poll's query: it must read the next-due index, never scan.
+    /// How the database answers the poll's query: it must read the next-due index, never
+    /// scan the table.
     pub async fn explain_due_query(&self) -> Result<String, StoreError> {
-        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "EXPLAIN QUERY PLAN SELECT id FROM subscriptions
-             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
-        )
-        .bind(0i64)
-        .bind(1i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; "))
+        const DUE: &str = "SELECT id FROM subscriptions
+             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?";
+        match &self.db {
+            Db::Sqlite(p) => {
+                let rows: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(trusted(format!("EXPLAIN QUERY PLAN {DUE}")))
+                        .bind(0i64)
+                        .bind(1i64)
+                        .fetch_all(p)
+                        .await?;
+                Ok(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; "))
+            }
+            Db::Postgres(p) => {
+                // Planned as for a small result, as the poll's is; without statistics the
+                // planner would not know the table is large.
+                let mut tx = p.begin().await?;
+                sqlx::query("SET LOCAL enable_seqscan = off")
+                    .execute(&mut *tx)
+                    .await?;
+                let rows: Vec<String> =
+                    sqlx::query_scalar(trusted(numbered_placeholders(&format!("EXPLAIN {DUE}"))))
+                        .bind(0i64)
+                        .bind(1i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                Ok(rows.join("; "))
+            }
+        }
     }
 
     /// Every active subscription with its parties, for whole-book views (`simulate`).
     pub async fn active_subscription_contexts(
         &self,
     ) -> Result<Vec<SubscriptionContext>, StoreError> {
-        let sql = rows::CONTEXT_SELECT
-            .replace("WHERE s.id = ?", "WHERE s.status = 'active' ORDER BY s.id");
-        let rows = sqlx::query(trusted(sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(rows::context_from_row).collect()
+        db!(self, |p, stmt| {
+            let sql = rows::CONTEXT_SELECT
+                .replace("WHERE s.id = ?", "WHERE s.status = 'active' ORDER BY s.id");
+            let rows = sqlx::query(stmt(&sql)).fetch_all(p).await?;
+            rows.iter().map(rows::context_from_row).collect()
+        })
     }
 
     pub async fn subscription_context(
         &self,
         id: &SubscriptionId,
     ) -> Result<Option<SubscriptionContext>, StoreError> {
-        let row = sqlx::query(rows::CONTEXT_SELECT)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| rows::context_from_row(&r)).transpose()
+        db!(self, |p, stmt| {
+            let row = sqlx::query(stmt(rows::CONTEXT_SELECT))
+                .bind(id.as_str())
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| rows::context_from_row(&r)).transpose()
+        })
     }
 
     // ---------------------------------------------------------------- outbox
@@ -574,57 +765,61 @@ impl Store {
         now: DateTime<Utc>,
         job_for: impl FnOnce(i64, u32) -> QueuedJob,
     ) -> Result<Enqueued, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let recipients = serde_json::to_string(&new.recipients).unwrap_or_else(|_| "[]".into());
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+        db!(self, |p, stmt| {
+            let mut tx = p.begin().await?;
+            let recipients = serde_json::to_string(&new.recipients).unwrap_or_else(|_| "[]".into());
+            let inserted: Option<i64> = sqlx::query_scalar(stmt(
+                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
                state, attempts, next_attempt_at, created_at)
              VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
              ON CONFLICT (key) DO NOTHING
              RETURNING id",
-        )
-        .bind(&new.key)
-        .bind(&new.kind)
-        .bind(&new.subscription_id)
-        .bind(recipients)
-        .bind(new.payload.to_string())
-        .bind(&new.message_id)
-        .bind(millis(now))
-        .bind(millis(now))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let result = match inserted {
-            Some(id) => {
-                push_job(&mut tx, &job_for(id, 0)).await?;
-                Enqueued::Created { id }
-            }
-            None => {
-                let row = sqlx::query("SELECT id, state FROM outbox WHERE key = ?")
-                    .bind(&new.key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let id: i64 = row.try_get("id")?;
-                let state: String = row.try_get("state")?;
-                Enqueued::AlreadyRecorded {
-                    id,
-                    state: state.parse().map_err(|detail| StoreError::Corrupt {
-                        table: "outbox",
-                        id: id.to_string(),
-                        detail,
-                    })?,
+            ))
+            .bind(&new.key)
+            .bind(&new.kind)
+            .bind(&new.subscription_id)
+            .bind(recipients)
+            .bind(new.payload.to_string())
+            .bind(&new.message_id)
+            .bind(millis(now))
+            .bind(millis(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let result = match inserted {
+                Some(id) => {
+                    push_job(&mut tx, &job_for(id, 0)).await?;
+                    Enqueued::Created { id }
                 }
-            }
-        };
-        tx.commit().await?;
-        Ok(result)
+                None => {
+                    let row = sqlx::query(stmt("SELECT id, state FROM outbox WHERE key = ?"))
+                        .bind(&new.key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let id: i64 = row.try_get("id")?;
+                    let state: String = row.try_get("state")?;
+                    Enqueued::AlreadyRecorded {
+                        id,
+                        state: state.parse().map_err(|detail| StoreError::Corrupt {
+                            table: "outbox",
+                            id: id.to_string(),
+                            detail,
+                        })?,
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok(result)
+        })
     }
 
     /// Puts a job on the queue by itself; returns its idempotency key.
     pub async fn enqueue_job(&self, job: &QueuedJob) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        push_job(&mut tx, job).await?;
-        tx.commit().await?;
-        Ok(job.idempotency_key.clone())
+        db!(self, |p, stmt| {
+            let mut tx = p.begin().await?;
+            push_job(&mut tx, job).await?;
+            tx.commit().await?;
+            Ok(job.idempotency_key.clone())
+        })
     }
 
     /// Records a decision on a disable request in one transaction: the switch-off (guarded),
@@ -636,72 +831,74 @@ impl Store {
         mails: impl FnOnce(i64) -> Vec<NewNotification>,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<DisableRecorded, StoreError> {
-        if let Some(existing) = self.disable_by_key(&r.request_key).await? {
-            return Ok(DisableRecorded::Duplicate(existing));
-        }
-        let mut tx = self.pool.begin().await?;
-        if r.switch_off {
-            let changed = sqlx::query(
-                "UPDATE subscriptions SET auto_renew = 0, disable_effective_term_end = ?,
-                   next_due_at = 0
-                 WHERE id = ? AND assigned_licenses = 0 AND auto_renew = 1
-                   AND disable_effective_term_end IS NULL AND term_end = ? AND status = 'active'",
-            )
-            .bind(r.effective_term_end)
-            .bind(&r.subscription_id)
-            .bind(r.seen_term_end)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(DisableRecorded::Conflict);
+        db!(self, |p, stmt| {
+            if let Some(existing) = self.disable_by_key(&r.request_key).await? {
+                return Ok(DisableRecorded::Duplicate(existing));
             }
-            sqlx::query(
-                "UPDATE outbox SET state = 'skipped', last_error = 'auto-renew was disabled'
+            let mut tx = p.begin().await?;
+            if r.switch_off {
+                let changed = sqlx::query(stmt(
+                    "UPDATE subscriptions SET auto_renew = FALSE, disable_effective_term_end = ?,
+                   next_due_at = 0
+                 WHERE id = ? AND assigned_licenses = 0 AND auto_renew = TRUE
+                   AND disable_effective_term_end IS NULL AND term_end = ? AND status = 'active'",
+                ))
+                .bind(r.effective_term_end)
+                .bind(&r.subscription_id)
+                .bind(r.seen_term_end)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(DisableRecorded::Conflict);
+                }
+                sqlx::query(stmt(
+                    "UPDATE outbox SET state = 'skipped', last_error = 'auto-renew was disabled'
                  WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
-            )
-            .bind(&r.subscription_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO disable_requests (request_key, subscription_id, requested_by,
+                ))
+                .bind(&r.subscription_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let id: Option<i64> = sqlx::query_scalar(stmt(
+                "INSERT INTO disable_requests (request_key, subscription_id, requested_by,
                requested_at, decided_at, via, seen_assigned, seen_term_end, seen_auto_renew,
                decision, reason, cutoff_at, effective_term_end, renews_once_more)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (request_key) DO NOTHING RETURNING id",
-        )
-        .bind(&r.request_key)
-        .bind(&r.subscription_id)
-        .bind(&r.requested_by)
-        .bind(millis(r.requested_at))
-        .bind(millis(now))
-        .bind(&r.via)
-        .bind(i64::from(r.seen_assigned))
-        .bind(r.seen_term_end)
-        .bind(r.seen_auto_renew)
-        .bind(if r.accepted { "accepted" } else { "rejected" })
-        .bind(r.reason.as_deref())
-        .bind(r.cutoff_at.map(millis))
-        .bind(r.effective_term_end)
-        .bind(r.renews_once_more)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            // Decided concurrently under the same key: that decision stands.
-            drop(tx);
-            return match self.disable_by_key(&r.request_key).await? {
-                Some(row) => Ok(DisableRecorded::Duplicate(row)),
-                None => Ok(DisableRecorded::Conflict),
+            ))
+            .bind(&r.request_key)
+            .bind(&r.subscription_id)
+            .bind(&r.requested_by)
+            .bind(millis(r.requested_at))
+            .bind(millis(now))
+            .bind(&r.via)
+            .bind(i64::from(r.seen_assigned))
+            .bind(r.seen_term_end)
+            .bind(r.seen_auto_renew)
+            .bind(if r.accepted { "accepted" } else { "rejected" })
+            .bind(r.reason.as_deref())
+            .bind(r.cutoff_at.map(millis))
+            .bind(r.effective_term_end)
+            .bind(r.renews_once_more)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(id) = id else {
+                // Decided concurrently under the same key: that decision stands.
+                drop(tx);
+                return match self.disable_by_key(&r.request_key).await? {
+                    Some(row) => Ok(DisableRecorded::Duplicate(row)),
+                    None => Ok(DisableRecorded::Conflict),
+                };
             };
-        };
-        for n in mails(id) {
-            let recipients = serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+            for n in mails(id) {
+                let recipients =
+                    serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
+                let inserted: Option<i64> = sqlx::query_scalar(
+                stmt("INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
                    state, attempts, next_attempt_at, created_at)
                  VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
-                 ON CONFLICT (key) DO NOTHING RETURNING id",
+                 ON CONFLICT (key) DO NOTHING RETURNING id"),
             )
             .bind(&n.key)
             .bind(&n.kind)
@@ -713,50 +910,52 @@ impl Store {
             .bind(millis(now))
             .fetch_optional(&mut *tx)
             .await?;
-            if let Some(outbox_id) = inserted {
-                push_job(&mut tx, &job_for(outbox_id, 0)).await?;
+                if let Some(outbox_id) = inserted {
+                    push_job(&mut tx, &job_for(outbox_id, 0)).await?;
+                }
             }
-        }
-        tx.commit().await?;
-        match self.disable_by_key(&r.request_key).await? {
-            Some(row) => Ok(DisableRecorded::Recorded(row)),
-            None => Err(StoreError::Corrupt {
-                table: "disable_requests",
-                id: id.to_string(),
-                detail: "missing right after it was written".into(),
-            }),
-        }
+            tx.commit().await?;
+            match self.disable_by_key(&r.request_key).await? {
+                Some(row) => Ok(DisableRecorded::Recorded(row)),
+                None => Err(StoreError::Corrupt {
+                    table: "disable_requests",
+                    id: id.to_string(),
+                    detail: "missing right after it was written".into(),
+                }),
+            }
+        })
     }
 
     async fn disable_rows(&self, filter: &str, value: &str) -> Result<Vec<DisableRow>, StoreError> {
-        let rows = sqlx::query(trusted(format!(
+        db!(self, |p, stmt| {
+            let rows = sqlx::query(stmt(&format!(
             "SELECT id, request_key, requested_by, requested_at, decided_at, via, seen_assigned,
                seen_term_end, decision, reason, cutoff_at, effective_term_end, renews_once_more
              FROM disable_requests WHERE {filter} = ? ORDER BY id"
         )))
-        .bind(value)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DisableRow {
-                    id: r.try_get("id")?,
-                    request_key: r.try_get("request_key")?,
-                    requested_by: r.try_get("requested_by")?,
-                    requested_at: from_millis(r.try_get("requested_at")?),
-                    decided_at: from_millis(r.try_get("decided_at")?),
-                    via: r.try_get("via")?,
-                    seen_assigned: u32::try_from(r.try_get::<i64, _>("seen_assigned")?)
-                        .unwrap_or(0),
-                    seen_term_end: r.try_get("seen_term_end")?,
-                    decision: r.try_get("decision")?,
-                    reason: r.try_get("reason")?,
-                    cutoff_at: r.try_get::<Option<i64>, _>("cutoff_at")?.map(from_millis),
-                    effective_term_end: r.try_get("effective_term_end")?,
-                    renews_once_more: r.try_get("renews_once_more")?,
+            .bind(value)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DisableRow {
+                        id: r.try_get("id")?,
+                        request_key: r.try_get("request_key")?,
+                        requested_by: r.try_get("requested_by")?,
+                        requested_at: from_millis(r.try_get("requested_at")?),
+                        decided_at: from_millis(r.try_get("decided_at")?),
+                        via: r.try_get("via")?,
+                        seen_assigned: u32::try_from(r.col::<i64>("seen_assigned")?).unwrap_or(0),
+                        seen_term_end: r.try_get("seen_term_end")?,
+                        decision: r.try_get("decision")?,
+                        reason: r.try_get("reason")?,
+                        cutoff_at: r.col::<Option<i64>>("cutoff_at")?.map(from_millis),
+                        effective_term_end: r.try_get("effective_term_end")?,
+                        renews_once_more: r.try_get("renews_once_more")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     pub async fn disable_by_key(&self, key: &str) -> Result<Option<DisableRow>, StoreError> {
@@ -773,20 +972,22 @@ impl Store {
 
     /// Ids among these whose auto-renew was disabled by an accepted request (irrevocable).
     pub async fn irrevocably_disabled(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id FROM subscriptions
+        db!(self, |p, stmt| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(500) {
+                let sql = format!(
+                    "SELECT id FROM subscriptions
                  WHERE disable_effective_term_end IS NOT NULL AND id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(trusted(sql));
-            for id in chunk {
-                q = q.bind(*id);
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query_scalar::<_, String>(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                found.extend(q.fetch_all(p).await?);
             }
-            found.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Sets the licenses assigned to end users (the marketplace un-assigns or assigns them).
@@ -796,39 +997,44 @@ impl Store {
         subscription: &str,
         assigned: u32,
     ) -> Result<Option<LicenseUpdate>, StoreError> {
-        let previous: Option<i64> =
-            sqlx::query_scalar("SELECT assigned_licenses FROM subscriptions WHERE id = ?")
-                .bind(subscription)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(previous) = previous else {
-            return Ok(None);
-        };
-        // One statement: the auto-renew state it returns is the one it wrote against, under
-        // the write lock, which is what orders it against a concurrent disable. (A read first
-        // in the same transaction would make SQLite refuse the write when another writer got
-        // in between.)
-        let after: Option<bool> = sqlx::query_scalar(
-            "UPDATE subscriptions SET assigned_licenses = ? WHERE id = ? RETURNING auto_renew",
-        )
-        .bind(i64::from(assigned))
-        .bind(subscription)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(after.map(|auto_renew_was_on| LicenseUpdate {
-            previous: u32::try_from(previous).unwrap_or(0),
-            auto_renew_was_on,
-        }))
+        db!(self, |p, stmt| {
+            let previous: Option<i64> = sqlx::query_scalar(stmt(
+                "SELECT assigned_licenses FROM subscriptions WHERE id = ?",
+            ))
+            .bind(subscription)
+            .fetch_optional(p)
+            .await?;
+            let Some(previous) = previous else {
+                return Ok(None);
+            };
+            // One statement: the auto-renew state it returns is the one it wrote against, under
+            // the write lock, which is what orders it against a concurrent disable. (A read first
+            // in the same transaction would make SQLite refuse the write when another writer got
+            // in between.)
+            let after: Option<bool> = sqlx::query_scalar(stmt(
+                "UPDATE subscriptions SET assigned_licenses = ? WHERE id = ? RETURNING auto_renew",
+            ))
+            .bind(i64::from(assigned))
+            .bind(subscription)
+            .fetch_optional(p)
+            .await?;
+            Ok(after.map(|auto_renew_was_on| LicenseUpdate {
+                previous: u32::try_from(previous).unwrap_or(0),
+                auto_renew_was_on,
+            }))
+        })
     }
 
     /// The cursor a pulling source left off at.
     pub async fn source_cursor(&self, source: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT cursor FROM source_cursors WHERE source = ?")
-                .bind(source)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        db!(self, |p, stmt| {
+            Ok(
+                sqlx::query_scalar(stmt("SELECT cursor FROM source_cursors WHERE source = ?"))
+                    .bind(source)
+                    .fetch_optional(p)
+                    .await?,
+            )
+        })
     }
 
     pub async fn set_source_cursor(
@@ -837,54 +1043,70 @@ impl Store {
         cursor: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO source_cursors (source, cursor, updated_at) VALUES (?, ?, ?)
+        db!(self, |p, stmt| {
+            sqlx::query(stmt(
+                "INSERT INTO source_cursors (source, cursor, updated_at) VALUES (?, ?, ?)
              ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor,
                updated_at = excluded.updated_at",
-        )
-        .bind(source)
-        .bind(cursor)
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            ))
+            .bind(source)
+            .bind(cursor)
+            .bind(millis(now))
+            .execute(p)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        db!(self, |p, stmt| {
+            sqlx::query(stmt("SELECT 1")).execute(p).await?;
+            Ok(())
+        })
     }
 
     /// Queue gauges: jobs waiting, the age of the oldest, mail owed.
     pub async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
-        let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(run_at) FROM Jobs WHERE status = 'Pending' AND run_at <= ?",
-        )
-        .bind(now.timestamp())
-        .fetch_one(&self.pool)
-        .await?;
-        let owed: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')")
-                .fetch_one(&self.pool)
+        db!(self, |p, stmt| {
+            let jobs = match self.db {
+                Db::Sqlite(_) => {
+                    "SELECT COUNT(*), MIN(run_at) FROM Jobs WHERE status = 'Pending' AND run_at <= ?"
+                }
+                Db::Postgres(_) => {
+                    "SELECT COUNT(*), MIN(EXTRACT(EPOCH FROM run_at))::BIGINT FROM apalis.jobs
+                 WHERE status = 'Pending' AND run_at <= to_timestamp(?)"
+                }
+            };
+            let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(stmt(jobs))
+                .bind(now.timestamp())
+                .fetch_one(p)
                 .await?;
-        Ok(QueueStats {
-            pending_jobs: pending,
-            oldest_pending_seconds: oldest.map(|t| (now.timestamp() - t).max(0)).unwrap_or(0),
-            owed_mails: owed,
+            let owed: i64 = sqlx::query_scalar(stmt(
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')",
+            ))
+            .fetch_one(p)
+            .await?;
+            Ok(QueueStats {
+                pending_jobs: pending,
+                oldest_pending_seconds: oldest.map(|t| (now.timestamp() - t).max(0)).unwrap_or(0),
+                owed_mails: owed,
+            })
         })
     }
 
     /// Makes a subscription due at the next poll; false if it does not exist.
     pub async fn mark_due(&self, subscription: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("UPDATE subscriptions SET next_due_at = 0 WHERE id = ?")
-                .bind(subscription)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                == 1,
-        )
+        db!(self, |p, stmt| {
+            Ok(sqlx::query(stmt(
+                "UPDATE subscriptions SET next_due_at = 0 WHERE id = ?",
+            ))
+            .bind(subscription)
+            .execute(p)
+            .await?
+            .rows_affected()
+                == 1)
+        })
     }
 
     /// Owed mail due now: (outbox id, attempts started).
@@ -893,18 +1115,20 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(i64, u32)>, StoreError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, attempts FROM outbox
+        db!(self, |p, stmt| {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(stmt(
+                "SELECT id, attempts FROM outbox
              WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, a)| (id, u32::try_from(a).unwrap_or(0)))
-            .collect())
+            ))
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, a)| (id, u32::try_from(a).unwrap_or(0)))
+                .collect())
+        })
     }
 
     /// Subscriptions whose next due instant has come, oldest first.
@@ -913,15 +1137,17 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM subscriptions
+        db!(self, |p, stmt| {
+            Ok(sqlx::query_scalar(stmt(
+                "SELECT id FROM subscriptions
              WHERE status = 'active' AND next_due_at <= ?
              ORDER BY next_due_at LIMIT ?",
-        )
-        .bind(millis(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(millis(now))
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?)
+        })
     }
 
     /// Applies one poll's decisions for one subscription: term change, owed and skipped mail,
@@ -932,51 +1158,53 @@ impl Store {
         now: DateTime<Utc>,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Applied, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let next_due = u.next_due_at.map(millis).unwrap_or(i64::MAX);
-        let (term_end, status) = match u.change {
-            TermChange::None => (u.expected_term_end, "active"),
-            TermChange::Renew(end) => (end, "active"),
-            TermChange::End => (u.expected_term_end, "ended"),
-        };
-        let moved = sqlx::query(
-            "UPDATE subscriptions SET term_end = ?, status = ?, next_due_at = ?
+        db!(self, |p, stmt| {
+            let mut tx = p.begin().await?;
+            let next_due = u.next_due_at.map(millis).unwrap_or(i64::MAX);
+            let (term_end, status) = match u.change {
+                TermChange::None => (u.expected_term_end, "active"),
+                TermChange::Renew(end) => (end, "active"),
+                TermChange::End => (u.expected_term_end, "ended"),
+            };
+            let moved = sqlx::query(stmt(
+                "UPDATE subscriptions SET term_end = ?, status = ?, next_due_at = ?
              WHERE id = ? AND term_end = ? AND status = 'active'",
-        )
-        .bind(term_end)
-        .bind(status)
-        .bind(next_due)
-        .bind(&u.subscription_id)
-        .bind(u.expected_term_end)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
-            return Ok(Applied::default());
-        }
-        let mut applied = Applied {
-            applied: true,
-            ..Applied::default()
-        };
-        if let Some(reason) = &u.cancel_pending_reminders {
-            applied.cancelled = sqlx::query(
-                "UPDATE outbox SET state = 'skipped', last_error = ?
-                 WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
-            )
-            .bind(reason)
+            ))
+            .bind(term_end)
+            .bind(status)
+            .bind(next_due)
             .bind(&u.subscription_id)
+            .bind(u.expected_term_end)
             .execute(&mut *tx)
             .await?
-            .rows_affected() as u32;
-        }
-        for (n, skip) in &u.notifications {
-            let recipients = serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+            .rows_affected();
+            if moved == 0 {
+                return Ok(Applied::default());
+            }
+            let mut applied = Applied {
+                applied: true,
+                ..Applied::default()
+            };
+            if let Some(reason) = &u.cancel_pending_reminders {
+                applied.cancelled = sqlx::query(stmt(
+                    "UPDATE outbox SET state = 'skipped', last_error = ?
+                 WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
+                ))
+                .bind(reason)
+                .bind(&u.subscription_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as u32;
+            }
+            for (n, skip) in &u.notifications {
+                let recipients =
+                    serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
+                let inserted: Option<i64> = sqlx::query_scalar(
+                stmt("INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
                    state, attempts, next_attempt_at, created_at, last_error)
                  VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
                  ON CONFLICT (key) DO NOTHING
-                 RETURNING id",
+                 RETURNING id"),
             )
             .bind(&n.key)
             .bind(&n.kind)
@@ -990,17 +1218,18 @@ impl Store {
             .bind(skip.as_deref())
             .fetch_optional(&mut *tx)
             .await?;
-            match (inserted, skip) {
-                (Some(id), None) => {
-                    push_job(&mut tx, &job_for(id, 0)).await?;
-                    applied.queued += 1;
+                match (inserted, skip) {
+                    (Some(id), None) => {
+                        push_job(&mut tx, &job_for(id, 0)).await?;
+                        applied.queued += 1;
+                    }
+                    (Some(_), Some(_)) => applied.skipped += 1,
+                    (None, _) => {}
                 }
-                (Some(_), Some(_)) => applied.skipped += 1,
-                (None, _) => {}
             }
-        }
-        tx.commit().await?;
-        Ok(applied)
+            tx.commit().await?;
+            Ok(applied)
+        })
     }
 
     /// Gives up a claimed mail that is no longer worth sending (e.g. a reminder whose cutoff
@@ -1011,17 +1240,19 @@ impl Store {
         attempt: u32,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE outbox SET state = 'skipped', claimed_by = NULL, last_error = ?
+        db!(self, |p, stmt| {
+            Ok(sqlx::query(stmt(
+                "UPDATE outbox SET state = 'skipped', claimed_by = NULL, last_error = ?
              WHERE id = ? AND state = 'sending' AND attempts = ?",
-        )
-        .bind(reason)
-        .bind(outbox_id)
-        .bind(i64::from(attempt))
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
+            ))
+            .bind(reason)
+            .bind(outbox_id)
+            .bind(i64::from(attempt))
+            .execute(p)
+            .await?
+            .rows_affected()
+                == 1)
+        })
     }
 
     /// Takes an owed mail for sending. Only the job for the row's current attempt number can
@@ -1033,41 +1264,44 @@ impl Store {
         worker: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<OutboxRow>, StoreError> {
-        let row = sqlx::query(trusted(format!(
-            "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+        db!(self, |p, stmt| {
+            let row = sqlx::query(stmt(&format!(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
                claimed_by = ?, claimed_at = ?
              WHERE id = ? AND state = 'pending' AND attempts = ?
              RETURNING {}",
-            rows::OUTBOX_COLUMNS
-        )))
-        .bind(worker)
-        .bind(millis(now))
-        .bind(outbox_id)
-        .bind(i64::from(expected_attempts))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::outbox_from_row(&r)).transpose()
+                rows::OUTBOX_COLUMNS
+            )))
+            .bind(worker)
+            .bind(millis(now))
+            .bind(outbox_id)
+            .bind(i64::from(expected_attempts))
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| rows::outbox_from_row(&r)).transpose()
+        })
     }
 
     /// Records how an attempt ended and moves the mail on, in one transaction. Returns false
     /// when the claim had been lost meanwhile (lease expired and another worker took over):
     /// then only the attempt itself is recorded.
     pub async fn finish_attempt(&self, f: &FinishedAttempt) -> Result<bool, StoreError> {
-        let (outcome, code, detail) = match &f.outcome {
-            AttemptOutcome::Sent => ("sent", None, None),
-            AttemptOutcome::Transient { code, detail, .. } => {
-                ("transient", *code, Some(detail.as_str()))
-            }
-            AttemptOutcome::Permanent { code, detail } => {
-                ("permanent", *code, Some(detail.as_str()))
-            }
-        };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (outbox_id, attempt, worker, started_at, finished_at,
+        db!(self, |p, stmt| {
+            let (outcome, code, detail) = match &f.outcome {
+                AttemptOutcome::Sent => ("sent", None, None),
+                AttemptOutcome::Transient { code, detail, .. } => {
+                    ("transient", *code, Some(detail.as_str()))
+                }
+                AttemptOutcome::Permanent { code, detail } => {
+                    ("permanent", *code, Some(detail.as_str()))
+                }
+            };
+            let mut tx = p.begin().await?;
+            sqlx::query(
+            stmt("INSERT INTO delivery_attempts (outbox_id, attempt, worker, started_at, finished_at,
                outcome, smtp_code, detail)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (outbox_id, attempt) DO NOTHING",
+             ON CONFLICT (outbox_id, attempt) DO NOTHING"),
         )
         .bind(f.outbox_id)
         .bind(i64::from(f.attempt))
@@ -1080,50 +1314,51 @@ impl Store {
         .execute(&mut *tx)
         .await?;
 
-        let guard = "WHERE id = ? AND state = 'sending' AND attempts = ?";
-        let updated = match &f.outcome {
-            AttemptOutcome::Sent => sqlx::query(trusted(format!(
-                "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
+            let guard = "WHERE id = ? AND state = 'sending' AND attempts = ?";
+            let updated = match &f.outcome {
+                AttemptOutcome::Sent => sqlx::query(stmt(&format!(
+                    "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
                        last_error = NULL {guard}"
-            )))
-            .bind(millis(f.finished_at)),
-            AttemptOutcome::Transient {
-                detail,
-                retry: Some((at, _)),
-                ..
-            } => sqlx::query(trusted(format!(
-                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
+                )))
+                .bind(millis(f.finished_at)),
+                AttemptOutcome::Transient {
+                    detail,
+                    retry: Some((at, _)),
+                    ..
+                } => sqlx::query(stmt(&format!(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
                    last_error = ? {guard}"
-            )))
-            .bind(millis(*at))
-            .bind(detail.clone()),
-            AttemptOutcome::Transient {
-                detail,
-                retry: None,
-                ..
+                )))
+                .bind(millis(*at))
+                .bind(detail.clone()),
+                AttemptOutcome::Transient {
+                    detail,
+                    retry: None,
+                    ..
+                }
+                | AttemptOutcome::Permanent { detail, .. } => sqlx::query(stmt(&format!(
+                    "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ? {guard}"
+                )))
+                .bind(detail.clone()),
             }
-            | AttemptOutcome::Permanent { detail, .. } => sqlx::query(trusted(format!(
-                "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ? {guard}"
-            )))
-            .bind(detail.clone()),
-        }
-        .bind(f.outbox_id)
-        .bind(i64::from(f.attempt))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+            .bind(f.outbox_id)
+            .bind(i64::from(f.attempt))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
 
-        if updated
-            && let AttemptOutcome::Transient {
-                retry: Some((_, job)),
-                ..
-            } = &f.outcome
-        {
-            push_job(&mut tx, job).await?;
-        }
-        tx.commit().await?;
-        Ok(updated)
+            if updated
+                && let AttemptOutcome::Transient {
+                    retry: Some((_, job)),
+                    ..
+                } = &f.outcome
+            {
+                push_job(&mut tx, job).await?;
+            }
+            tx.commit().await?;
+            Ok(updated)
+        })
     }
 
     /// Crash recovery, run at start and periodically: claims older than `lease` go back to
@@ -1135,106 +1370,116 @@ impl Store {
         lease: Duration,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<RedriveReport, StoreError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await?;
-        let expired = sqlx::query(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
+        db!(self, |p, stmt| {
+            let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            let mut tx = p.begin().await?;
+            let expired = sqlx::query(stmt(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
                last_error = 'claim lease expired; worker presumed lost'
              WHERE state = 'sending' AND claimed_at < ?",
-        )
-        .bind(millis(now))
-        .bind(millis(now).saturating_sub(lease_ms))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let due: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, attempts FROM outbox
+            ))
+            .bind(millis(now))
+            .bind(millis(now).saturating_sub(lease_ms))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(
+                "SELECT id, attempts FROM outbox
              WHERE state = 'pending' AND next_attempt_at <= ?
              ORDER BY next_attempt_at LIMIT 10000",
-        )
-        .bind(millis(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, attempts) in &due {
-            push_job(
-                &mut tx,
-                &job_for(*id, u32::try_from(*attempts).unwrap_or(0)),
-            )
+            ))
+            .bind(millis(now))
+            .fetch_all(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(RedriveReport {
-            leases_expired: expired,
-            jobs_pushed: due.len() as u64,
+            for (id, attempts) in &due {
+                push_job(
+                    &mut tx,
+                    &job_for(*id, u32::try_from(*attempts).unwrap_or(0)),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(RedriveReport {
+                leases_expired: expired,
+                jobs_pushed: due.len() as u64,
+            })
         })
     }
 
     pub async fn outbox_by_id(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
-        let row = sqlx::query(trusted(format!(
-            "SELECT {} FROM outbox WHERE id = ?",
-            rows::OUTBOX_COLUMNS
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::outbox_from_row(&r)).transpose()
+        db!(self, |p, stmt| {
+            let row = sqlx::query(stmt(&format!(
+                "SELECT {} FROM outbox WHERE id = ?",
+                rows::OUTBOX_COLUMNS
+            )))
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| rows::outbox_from_row(&r)).transpose()
+        })
     }
 
     pub async fn outbox_by_key(&self, key: &str) -> Result<Option<OutboxRow>, StoreError> {
-        let row = sqlx::query(trusted(format!(
-            "SELECT {} FROM outbox WHERE key = ?",
-            rows::OUTBOX_COLUMNS
-        )))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::outbox_from_row(&r)).transpose()
+        db!(self, |p, stmt| {
+            let row = sqlx::query(stmt(&format!(
+                "SELECT {} FROM outbox WHERE key = ?",
+                rows::OUTBOX_COLUMNS
+            )))
+            .bind(key)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| rows::outbox_from_row(&r)).transpose()
+        })
     }
 
     pub async fn outbox_for_subscription(
         &self,
         subscription: Option<&str>,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(trusted(format!(
-            "SELECT {} FROM outbox WHERE (? IS NULL OR subscription_id = ?) ORDER BY id",
-            rows::OUTBOX_COLUMNS
-        )))
-        .bind(subscription)
-        .bind(subscription)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::outbox_from_row).collect()
+        db!(self, |p, stmt| {
+            let rows = sqlx::query(stmt(&format!(
+                "SELECT {} FROM outbox WHERE (? IS NULL OR subscription_id = ?) ORDER BY id",
+                rows::OUTBOX_COLUMNS
+            )))
+            .bind(subscription)
+            .bind(subscription)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(rows::outbox_from_row).collect()
+        })
     }
 
     pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT attempt, worker, started_at, finished_at, outcome, smtp_code, detail
+        db!(self, |p, stmt| {
+            let rows = sqlx::query(stmt(
+                "SELECT attempt, worker, started_at, finished_at, outcome, smtp_code, detail
              FROM delivery_attempts WHERE outbox_id = ? ORDER BY attempt",
-        )
-        .bind(outbox_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeliveryAttempt {
-                    attempt: u32::try_from(r.try_get::<i64, _>("attempt")?).unwrap_or(0),
-                    worker: r.try_get("worker")?,
-                    started_at: from_millis(r.try_get("started_at")?),
-                    finished_at: from_millis(r.try_get("finished_at")?),
-                    outcome: r.try_get("outcome")?,
-                    smtp_code: r
-                        .try_get::<Option<i64>, _>("smtp_code")?
-                        .and_then(|c| u16::try_from(c).ok()),
-                    detail: r.try_get("detail")?,
+            ))
+            .bind(outbox_id)
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeliveryAttempt {
+                        attempt: u32::try_from(r.col::<i64>("attempt")?).unwrap_or(0),
+                        worker: r.try_get("worker")?,
+                        started_at: from_millis(r.try_get("started_at")?),
+                        finished_at: from_millis(r.try_get("finished_at")?),
+                        outcome: r.try_get("outcome")?,
+                        smtp_code: r
+                            .col::<Option<i64>>("smtp_code")?
+                            .and_then(|c| u16::try_from(c).ok()),
+                        detail: r.try_get("detail")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 }
 
 /// Marks SQL assembled in this module from constant fragments (column lists, guards,
 /// placeholders): never from input, which is always bound.
-fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
+pub(crate) fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
@@ -1242,24 +1487,123 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-async fn push_job(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    job: &QueuedJob,
-) -> Result<(), StoreError> {
-    let args = serde_json::to_vec(&job.args).map_err(|e| StoreError::Queue(e.to_string()))?;
-    // The queue schedules in whole seconds and rounds down; round up instead, so a job never
-    // runs before its delay is over (a retry never comes before its backoff).
-    let due = std::time::SystemTime::now() + job.run_after;
-    let due = due
-        .duration_since(std::time::UNIX_EPOCH)
+/// `?` placeholders as PostgreSQL wants them: `$1`, `$2`, ... in order. Question marks inside
+/// quoted literals are left alone.
+pub(crate) fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    let mut quoted = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// When a job may run, in whole seconds since the epoch: the queue schedules in seconds and
+/// would round down, so round up, so a job never runs before its delay is over (a retry never
+/// comes before its backoff).
+fn run_at_seconds(run_after: Duration) -> u64 {
+    let due = std::time::SystemTime::now() + run_after;
+    due.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-        .unwrap_or(0);
-    let task = TaskBuilder::new(args)
-        .idempotency_key(&job.idempotency_key)
-        .max_attempts(job.max_attempts)
-        .run_at_timestamp(due)
-        .build();
-    apalis_sqlite::queries::push_tasks(&mut **tx, job.queue, &[task])
-        .await
-        .map_err(|e| StoreError::Queue(e.to_string()))
+        .unwrap_or(0)
+}
+
+/// A transaction jobs can be pushed in, so that a job commits with the outbox change that
+/// owes it. Pushing a job whose idempotency key is taken is a no-op on every backend.
+trait PushJob {
+    fn push(
+        &mut self,
+        job: &QueuedJob,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl PushJob for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn push(&mut self, job: &QueuedJob) -> Result<(), StoreError> {
+        let args = serde_json::to_vec(&job.args).map_err(|e| StoreError::Queue(e.to_string()))?;
+        let task = TaskBuilder::new(args)
+            .idempotency_key(&job.idempotency_key)
+            .max_attempts(job.max_attempts)
+            .run_at_timestamp(run_at_seconds(job.run_after))
+            .build();
+        apalis_sqlite::queries::push_tasks(&mut **self, job.queue, &[task])
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))
+    }
+}
+
+impl PushJob for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn push(&mut self, job: &QueuedJob) -> Result<(), StoreError> {
+        let args = serde_json::to_vec(&job.args).map_err(|e| StoreError::Queue(e.to_string()))?;
+        // apalis's own push fails on a taken idempotency key, which would abort the whole
+        // transaction; this is the same row, with the key conflict a no-op as on SQLite.
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+               priority, metadata, idempotency_key)
+             VALUES (apalis.generate_ulid(), $1, $2, 'Pending', 0, $3, to_timestamp($4), 0,
+               ''::hstore, $5)
+             ON CONFLICT (job_type, idempotency_key) DO NOTHING",
+        )
+        .bind(job.queue)
+        .bind(args)
+        .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+        .bind(i64::try_from(run_at_seconds(job.run_after)).unwrap_or(i64::MAX))
+        .bind(&job.idempotency_key)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn push_job<T: PushJob>(tx: &mut T, job: &QueuedJob) -> Result<(), StoreError> {
+    tx.push(job).await
+}
+
+/// A column value readable on every backend.
+pub(crate) trait Col: Sized {
+    fn sqlite(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Self, sqlx::Error>;
+    fn postgres(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, sqlx::Error>;
+}
+
+impl<T> Col for T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>,
+{
+    fn sqlite(row: &sqlx::sqlite::SqliteRow, col: &str) -> Result<Self, sqlx::Error> {
+        row.try_get(col)
+    }
+    fn postgres(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, sqlx::Error> {
+        row.try_get(col)
+    }
+}
+
+/// A result row of either backend, for code that turns rows into values once for both.
+pub(crate) trait DbRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, sqlx::Error>;
+}
+
+impl DbRow for sqlx::sqlite::SqliteRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, sqlx::Error> {
+        T::sqlite(self, col)
+    }
+}
+
+impl DbRow for sqlx::postgres::PgRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, sqlx::Error> {
+        T::postgres(self, col)
+    }
 }

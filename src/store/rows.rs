@@ -2,10 +2,8 @@
 //! written by a newer version) is reported with its table, id and field, never guessed at.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{OutboxState, StoreError, from_millis};
+use super::{DbRow, OutboxState, StoreError, from_millis};
 use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
     SubscriptionId, TimeZoneName,
@@ -35,34 +33,34 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
-pub(super) fn outbox_from_row(r: &SqliteRow) -> Result<OutboxRow, StoreError> {
-    let id: i64 = r.try_get("id")?;
+pub(super) fn outbox_from_row(r: &impl DbRow) -> Result<OutboxRow, StoreError> {
+    let id: i64 = r.col("id")?;
     let corrupt = |detail: String| StoreError::Corrupt {
         table: "outbox",
         id: id.to_string(),
         detail,
     };
-    let recipients: String = r.try_get("recipients")?;
-    let payload: String = r.try_get("payload")?;
-    let state: String = r.try_get("state")?;
+    let recipients: String = r.col("recipients")?;
+    let payload: String = r.col("payload")?;
+    let state: String = r.col("state")?;
     Ok(OutboxRow {
         id,
-        key: r.try_get("key")?,
-        kind: r.try_get("kind")?,
-        subscription_id: r.try_get("subscription_id")?,
+        key: r.col("key")?,
+        kind: r.col("kind")?,
+        subscription_id: r.col("subscription_id")?,
         recipients: serde_json::from_str(&recipients)
             .map_err(|e| corrupt(format!("recipients: {e}")))?,
         payload: serde_json::from_str(&payload).map_err(|e| corrupt(format!("payload: {e}")))?,
-        message_id: r.try_get("message_id")?,
+        message_id: r.col("message_id")?,
         state: state.parse().map_err(corrupt)?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?)
+        attempts: u32::try_from(r.col::<i64>("attempts")?)
             .map_err(|e| corrupt(format!("attempts: {e}")))?,
-        next_attempt_at: from_millis(r.try_get("next_attempt_at")?),
-        claimed_by: r.try_get("claimed_by")?,
-        claimed_at: r.try_get::<Option<i64>, _>("claimed_at")?.map(from_millis),
-        created_at: from_millis(r.try_get("created_at")?),
-        sent_at: r.try_get::<Option<i64>, _>("sent_at")?.map(from_millis),
-        last_error: r.try_get("last_error")?,
+        next_attempt_at: from_millis(r.col("next_attempt_at")?),
+        claimed_by: r.col("claimed_by")?,
+        claimed_at: r.col::<Option<i64>>("claimed_at")?.map(from_millis),
+        created_at: from_millis(r.col("created_at")?),
+        sent_at: r.col::<Option<i64>>("sent_at")?.map(from_millis),
+        last_error: r.col("last_error")?,
     })
 }
 
@@ -76,8 +74,8 @@ pub(super) const CONTEXT_SELECT: &str = "SELECT
   JOIN customers c ON c.id = s.customer_id
   WHERE s.id = ?";
 
-pub(super) fn context_from_row(r: &SqliteRow) -> Result<SubscriptionContext, StoreError> {
-    let sid: String = r.try_get("s_id")?;
+pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, StoreError> {
+    let sid: String = r.col("s_id")?;
     let bad = |table: &'static str, id: &str, field: &str, e: &dyn std::fmt::Display| {
         StoreError::Corrupt {
             table,
@@ -85,31 +83,31 @@ pub(super) fn context_from_row(r: &SqliteRow) -> Result<SubscriptionContext, Sto
             detail: format!("{field}: {e}"),
         }
     };
-    let rid: String = r.try_get("r_id")?;
-    let cid: String = r.try_get("c_id")?;
+    let rid: String = r.col("r_id")?;
+    let cid: String = r.col("c_id")?;
 
     let reseller = Reseller {
         id: ResellerId::parse(&rid).map_err(|e| bad("resellers", &rid, "id", &e))?,
-        name: r.try_get("r_name")?,
-        email: EmailAddress::parse(&r.try_get::<String, _>("r_email")?)
+        name: r.col("r_name")?,
+        email: EmailAddress::parse(&r.col::<String>("r_email")?)
             .map_err(|e| bad("resellers", &rid, "email", &e))?,
         csn: r
-            .try_get::<Option<String>, _>("csn")?
+            .col::<Option<String>>("csn")?
             .map(|c| Csn::parse(&c))
             .transpose()
             .map_err(|e| bad("resellers", &rid, "csn", &e))?,
-        timezone: TimeZoneName::parse(&r.try_get::<String, _>("timezone")?)
+        timezone: TimeZoneName::parse(&r.col::<String>("timezone")?)
             .map_err(|e| bad("resellers", &rid, "timezone", &e))?,
-        calendar: r.try_get("calendar")?,
+        calendar: r.col("calendar")?,
     };
     let customer = Customer {
         id: CustomerId::parse(&cid).map_err(|e| bad("customers", &cid, "id", &e))?,
         reseller_id: reseller.id.clone(),
-        name: r.try_get("c_name")?,
-        email: EmailAddress::parse(&r.try_get::<String, _>("c_email")?)
+        name: r.col("c_name")?,
+        email: EmailAddress::parse(&r.col::<String>("c_email")?)
             .map_err(|e| bad("customers", &cid, "email", &e))?,
     };
-    let seats_raw: i64 = r.try_get("seats")?;
+    let seats_raw: i64 = r.col("seats")?;
     let seats = u16::try_from(seats_raw)
         .ok()
         .and_then(|n| Seats::new(n).ok())
@@ -118,27 +116,27 @@ pub(super) fn context_from_row(r: &SqliteRow) -> Result<SubscriptionContext, Sto
         id: SubscriptionId::parse(&sid).map_err(|e| bad("subscriptions", &sid, "id", &e))?,
         reseller_id: reseller.id.clone(),
         customer_id: customer.id.clone(),
-        product_id: ProductId::parse(&r.try_get::<String, _>("product_id")?)
+        product_id: ProductId::parse(&r.col::<String>("product_id")?)
             .map_err(|e| bad("subscriptions", &sid, "product_id", &e))?,
-        plan: r.try_get("plan")?,
+        plan: r.col("plan")?,
         billing: r
-            .try_get::<String, _>("billing")?
+            .col::<String>("billing")?
             .parse::<Billing>()
             .map_err(|e| bad("subscriptions", &sid, "billing", &e))?,
         seats,
-        assigned_licenses: AssignedLicenses::parse_for(r.try_get("assigned_licenses")?, seats)
+        assigned_licenses: AssignedLicenses::parse_for(r.col("assigned_licenses")?, seats)
             .map_err(|e| bad("subscriptions", &sid, "assigned_licenses", &e))?,
-        term_start: r.try_get::<NaiveDate, _>("term_start")?,
-        term_end: r.try_get::<NaiveDate, _>("term_end")?,
-        auto_renew: r.try_get("auto_renew")?,
+        term_start: r.col::<NaiveDate>("term_start")?,
+        term_end: r.col::<NaiveDate>("term_end")?,
+        auto_renew: r.col("auto_renew")?,
         notify_email: r
-            .try_get::<Option<String>, _>("notify_email")?
+            .col::<Option<String>>("notify_email")?
             .map(|e| EmailAddress::parse(&e))
             .transpose()
             .map_err(|e| bad("subscriptions", &sid, "notify_email", &e))?,
         renewal: crate::model::RenewalState {
-            ended: r.try_get::<String, _>("status")? == "ended",
-            disable_effective_term_end: r.try_get("disable_effective_term_end")?,
+            ended: r.col::<String>("status")? == "ended",
+            disable_effective_term_end: r.col("disable_effective_term_end")?,
         },
     };
     Ok(SubscriptionContext {

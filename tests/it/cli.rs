@@ -11,6 +11,7 @@ fn bin(dir: &Path) -> Command {
     c.current_dir(dir)
         .env("RENEWAL_WORKER__TEMPLATES__DIR", templates_dir())
         .env_remove("RUST_LOG")
+        .envs(crate::helpers::cli_database_env())
         .stdin(Stdio::null());
     c
 }
@@ -141,7 +142,7 @@ fn import_then_events_then_preview() {
     )));
 }
 
-#[test]
+on_both_backends!(sync an_invalid_file_is_rejected_whole_with_every_error);
 fn an_invalid_file_is_rejected_whole_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let bad = FIXTURE
@@ -187,7 +188,7 @@ fn an_invalid_file_is_rejected_whole_with_every_error() {
     );
 }
 
-#[test]
+on_both_backends!(sync csv_imports_subscriptions);
 fn csv_imports_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
@@ -382,7 +383,7 @@ fn calendar_commands_answer_and_refuse_by_name() {
     assert!(text(&out.stderr).contains("five"), "{}", text(&out.stderr));
 }
 
-#[test]
+on_both_backends!(sync timeline_shows_the_cutoff_in_the_resellers_zone);
 fn timeline_shows_the_cutoff_in_the_resellers_zone() {
     let dir = tempfile::tempdir().unwrap();
     // S2 has no licenses assigned.
@@ -434,7 +435,7 @@ fn timeline_shows_the_cutoff_in_the_resellers_zone() {
     assert!(text(&out.stderr).contains("S404"));
 }
 
-#[test]
+on_both_backends!(sync rehearsing_a_term_with_now_steps_sends_every_mail_once_through_smtp);
 fn rehearsing_a_term_with_now_steps_sends_every_mail_once_through_smtp() {
     let sink = crate::helpers::SmtpSink::start(crate::helpers::Behaviour::Accept);
     let dir = tempfile::tempdir().unwrap();
@@ -504,7 +505,7 @@ fn rehearsing_a_term_with_now_steps_sends_every_mail_once_through_smtp() {
     );
 }
 
-#[test]
+on_both_backends!(sync simulate_lists_every_mail_and_records_nothing);
 fn simulate_lists_every_mail_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
@@ -557,7 +558,7 @@ fn simulate_lists_every_mail_and_records_nothing() {
     assert!(text(&out.stderr).contains("before --from"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it);
 async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
     let sink = crate::helpers::SmtpSink::start(crate::helpers::Behaviour::TempFailFirst(1));
     let mut app =

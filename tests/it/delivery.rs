@@ -8,7 +8,7 @@ use crate::helpers::*;
 const WAIT: Duration = Duration::from_secs(20);
 const URL: &str = "https://manage.autodesk.com/products/download?sub=S1";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_three_provisioning_mails_arrive_once_each_at_the_right_addresses);
 async fn the_three_provisioning_mails_arrive_once_each_at_the_right_addresses() {
     let sink = SmtpSink::start(Behaviour::Accept);
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -83,7 +83,7 @@ async fn the_three_provisioning_mails_arrive_once_each_at_the_right_addresses() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_repeated_event_sends_nothing_more);
 async fn a_repeated_event_sends_nothing_more() {
     let sink = SmtpSink::start(Behaviour::Accept);
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -115,7 +115,7 @@ async fn a_repeated_event_sends_nothing_more() {
     assert_eq!(sink.data_starts(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_451_is_retried_and_the_mail_delivered_once);
 async fn a_451_is_retried_and_the_mail_delivered_once() {
     let sink = SmtpSink::start(Behaviour::TempFailFirst(1));
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -152,7 +152,7 @@ async fn a_451_is_retried_and_the_mail_delivered_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_550_is_not_retried_and_the_reply_is_recorded);
 async fn a_550_is_not_retried_and_the_reply_is_recorded() {
     let sink = SmtpSink::start(Behaviour::RejectRecipients);
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -183,7 +183,7 @@ async fn a_550_is_not_retried_and_the_reply_is_recorded() {
     assert_eq!(attempts[0].smtp_code, Some(550));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async transient_failures_stop_after_max_attempts);
 async fn transient_failures_stop_after_max_attempts() {
     // Nothing listens on this port: connection refused, every time.
     let port = {
@@ -223,7 +223,7 @@ async fn transient_failures_stop_after_max_attempts() {
     assert!(attempts.iter().all(|a| a.outcome == "transient"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_restarted_worker_delivers_mail_owed_while_it_was_down);
 async fn a_restarted_worker_delivers_mail_owed_while_it_was_down() {
     let sink = SmtpSink::start(Behaviour::Accept);
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -249,7 +249,7 @@ async fn a_restarted_worker_delivers_mail_owed_while_it_was_down() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease);
 async fn a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease() {
     let sink = SmtpSink::start(Behaviour::Accept);
     let mut app = TestApp::new(
@@ -288,7 +288,7 @@ async fn a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease() {
     assert_eq!(row.attempts, 2, "the lost attempt counts");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async shutdown_lets_mail_in_flight_finish);
 async fn shutdown_lets_mail_in_flight_finish() {
     let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(1500)));
     let mut app = TestApp::new(Some(&sink), "").await;
@@ -304,7 +304,7 @@ async fn shutdown_lets_mail_in_flight_finish() {
     assert_eq!(row.state, OutboxState::Sent, "and recorded as sent");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_file_transport_writes_one_eml_per_mail);
 async fn the_file_transport_writes_one_eml_per_mail() {
     let mut app = TestApp::new(None, "").await;
     app.event("S1", "ready", None).await;
@@ -325,7 +325,7 @@ async fn the_file_transport_writes_one_eml_per_mail() {
     assert_eq!(count(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_server_that_never_answers_times_out_as_transient);
 async fn a_server_that_never_answers_times_out_as_transient() {
     // Accepts connections and says nothing: the greeting never comes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

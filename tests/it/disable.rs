@@ -40,7 +40,7 @@ async fn set_licenses(app: &TestApp, sub: &str, n: u32) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_rules_around_the_cutoff_in_new_york);
 async fn the_rules_around_the_cutoff_in_new_york() {
     let app = TestApp::new(None, "").await;
     // S1 has 3 licenses assigned: rejected, nothing changes.
@@ -142,7 +142,7 @@ async fn the_rules_around_the_cutoff_in_new_york() {
     assert_eq!(kinds, ["disable_rejected", "auto_renew_disabled"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_minute_after_the_cutoff_it_renews_once_more);
 async fn a_minute_after_the_cutoff_it_renews_once_more() {
     let app = TestApp::new(None, "").await;
     set_licenses(&app, "S1", 0).await;
@@ -153,7 +153,7 @@ async fn a_minute_after_the_cutoff_it_renews_once_more() {
     assert_eq!(r.effective_term_end.unwrap().to_string(), "2027-12-28");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async in_london_the_christmas_holidays_move_the_cutoff);
 async fn in_london_the_christmas_holidays_move_the_cutoff() {
     let app = TestApp::new(None, "").await;
     app.import(
@@ -172,7 +172,7 @@ async fn in_london_the_christmas_holidays_move_the_cutoff() {
     assert_eq!(last.cutoff_at.as_deref(), Some("2026-12-22T00:00:00+00:00"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_requester_and_the_reseller_get_the_mails_through_smtp);
 async fn the_requester_and_the_reseller_get_the_mails_through_smtp() {
     let sink = SmtpSink::start(Behaviour::Accept);
     let mut app = TestApp::new(Some(&sink), "[poll]\nschedule = \"0 0 0 1 1 * 2099\"\n").await;
@@ -248,9 +248,9 @@ async fn the_requester_and_the_reseller_get_the_mails_through_smtp() {
     assert_eq!(app.store.disable_requests("S1").await.unwrap().len(), 2);
 }
 
-/// A disable request and a license assignment racing: if the request is accepted, the
-/// assignment must have come after it (it saw auto-renew off), never before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// A disable request and a license assignment racing: if the request is accepted, the
+// assignment must have come after it (it saw auto-renew off), never before.
+on_both_backends!(async a_disable_and_a_license_assignment_never_both_win);
 async fn a_disable_and_a_license_assignment_never_both_win() {
     let app = Arc::new(TestApp::new(None, "").await);
     let calendars = Arc::new(app.settings.calendars().unwrap());
@@ -306,13 +306,14 @@ async fn a_disable_and_a_license_assignment_never_both_win() {
     println!("race: {accepted} accepted, {rejected} rejected");
 }
 
-#[test]
+on_both_backends!(sync the_cli_answers_with_exit_codes_and_refuses_to_revoke);
 fn the_cli_answers_with_exit_codes_and_refuses_to_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let bin = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_renewal-worker"))
             .current_dir(dir.path())
             .env("RENEWAL_WORKER__TEMPLATES__DIR", templates_dir())
+            .envs(cli_database_env())
             .args(args)
             .output()
             .unwrap()

@@ -181,6 +181,8 @@ pub struct TestApp {
     pub store: Store,
     pub clock: SharedClock,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// The test's own PostgreSQL database, on that backend (dropped last).
+    pub _pg: Option<PgDatabase>,
 }
 
 impl TestApp {
@@ -190,7 +192,11 @@ impl TestApp {
             let _ = tracing_subscriber::fmt().with_test_writer().try_init();
         }
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("worker.db");
+        let pg = (backend() == Backend::Postgres).then(PgDatabase::create);
+        let db_url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("worker.db").display()),
+        };
         let transport = match sink {
             Some(s) => format!(
                 "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntimeout = \"5s\"\n",
@@ -201,14 +207,20 @@ impl TestApp {
                 dir.path().join("out")
             ),
         };
+        // The daemon's scheduled poll would send due reminders whenever a test runs across a
+        // minute boundary; tests that want it set `[poll]` themselves.
+        let poll = if extra.contains("[poll]") {
+            ""
+        } else {
+            "[poll]\nschedule = \"0 0 0 1 1 * 2099\"\n"
+        };
         let overlay = format!(
-            "[database]\nurl = \"sqlite://{}\"\n\
+            "{poll}[database]\nurl = \"{db_url}\"\n\
              [templates]\ndir = {:?}\n\
              [mail]\n{transport}\
              [mail.retry]\nmax_attempts = 4\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\n\
              [worker]\npoll_interval = \"100ms\"\nredrive_interval = \"500ms\"\nshutdown_grace = \"10s\"\n\
              {extra}",
-            db.display(),
             templates_dir(),
         );
         let settings = Settings::from_toml_overlay(&overlay).expect("test settings");
@@ -231,6 +243,7 @@ impl TestApp {
             store,
             clock: Arc::new(SystemClock),
             running: None,
+            _pg: pg,
         }
     }
 
@@ -341,4 +354,153 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cond().await
+}
+
+// ------------------------------------------------------------------ backends
+
+pub use renewal_worker::store::Backend;
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+thread_local! {
+    /// The database URL of the running synchronous test (for the binaries it starts).
+    static CLI_DATABASE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The backend the running test is on.
+pub fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+}
+
+/// Runs an async test body on `backend`.
+pub async fn on_backend<F: std::future::Future<Output = ()>>(backend: Backend, test: F) {
+    BACKEND.scope(backend, test).await
+}
+
+/// Runs a synchronous test body on `backend`: on PostgreSQL, the binaries it starts through
+/// [`cli_database_env`] get a fresh database of their own.
+pub fn on_backend_sync(backend: Backend, test: fn()) {
+    let db = (backend == Backend::Postgres).then(PgDatabase::create);
+    CLI_DATABASE.with(|c| *c.borrow_mut() = db.as_ref().map(|d| d.url.clone()));
+    test();
+    CLI_DATABASE.with(|c| *c.borrow_mut() = None);
+}
+
+/// `RENEWAL_WORKER__DATABASE__URL` for the binaries of a synchronous test, if it is on
+/// PostgreSQL (on SQLite they use their working folder's default database file).
+pub fn cli_database_env() -> Vec<(String, String)> {
+    CLI_DATABASE.with(|c| {
+        c.borrow()
+            .iter()
+            .map(|u| ("RENEWAL_WORKER__DATABASE__URL".to_owned(), u.clone()))
+            .collect()
+    })
+}
+
+/// Where the tests' PostgreSQL server is (the machine's, trust auth), as a URL to its
+/// `postgres` database; `RENEWAL_WORKER_TEST_PG` overrides.
+pub fn pg_admin_url() -> String {
+    std::env::var("RENEWAL_WORKER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh PostgreSQL database for one test, dropped with it. (apalis keeps its queue in a
+/// fixed `apalis` schema, so isolation is by database, not by schema.)
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+static PG_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl PgDatabase {
+    pub fn create() -> Self {
+        let n = PG_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("rw_test_{}_{n}", std::process::id());
+        let admin = pg_admin_url();
+        let sql = format!("CREATE DATABASE {name}");
+        admin_exec(
+            &admin,
+            &[
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                &sql,
+            ],
+        );
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        admin_exec(
+            &pg_admin_url(),
+            &[&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )],
+        );
+    }
+}
+
+/// Runs admin statements on a thread of its own (callers may be inside a runtime or not).
+fn admin_exec(url: &str, statements: &[&str]) {
+    let url = url.to_owned();
+    let statements: Vec<String> = statements.iter().map(|s| (*s).to_owned()).collect();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL at {url} is needed for the postgres tests: {e}")
+            });
+            for s in statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            let _ = conn.close().await;
+        });
+    })
+    .join()
+    .expect("admin statements ran");
+}
+
+/// Defines a test twice, once per backend, as `NAME::sqlite` and `NAME::postgres`, around
+/// the body `async fn NAME()` (or `fn NAME()` with `sync`).
+macro_rules! on_both_backends {
+    (async $name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::helpers::on_backend($crate::helpers::Backend::Sqlite, super::$name()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::helpers::on_backend($crate::helpers::Backend::Postgres, super::$name())
+                    .await
+            }
+        }
+    };
+    (sync $name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                $crate::helpers::on_backend_sync($crate::helpers::Backend::Sqlite, super::$name)
+            }
+            #[test]
+            fn postgres() {
+                $crate::helpers::on_backend_sync($crate::helpers::Backend::Postgres, super::$name)
+            }
+        }
+    };
 }

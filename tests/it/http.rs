@@ -80,7 +80,7 @@ fn subscription() -> Value {
            "term_start": "2025-12-28", "term_end": "2026-12-28", "auto_renew": true})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async auth_is_required_on_subscriptions_only);
 async fn auth_is_required_on_subscriptions_only() {
     let api = Api::start().await;
     let url = format!("{}/subscriptions/S1/timeline", api.base);
@@ -120,7 +120,7 @@ async fn auth_is_required_on_subscriptions_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async subscriptions_are_validated_like_the_import);
 async fn subscriptions_are_validated_like_the_import() {
     let api = Api::start().await;
     let (status, body) = api
@@ -179,7 +179,7 @@ async fn subscriptions_are_validated_like_the_import() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async events_licenses_and_disable_requests);
 async fn events_licenses_and_disable_requests() {
     let api = Api::start().await;
     let (status, body) = api
@@ -286,7 +286,7 @@ async fn events_licenses_and_disable_requests() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async metrics_count_real_work);
 async fn metrics_count_real_work() {
     let api = Api::start().await;
     api.call(

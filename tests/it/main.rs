@@ -1,10 +1,13 @@
-//! Integration tests: the real worker against a fresh SQLite database in a temp folder and a
-//! real SMTP server listening on a TCP port of this process.
+//! Integration tests: the real worker against a real SMTP server listening on a TCP port of
+//! this process, and a fresh database of its own per test. Most tests run twice, as
+//! `NAME::sqlite` (a file in a temp folder) and `NAME::postgres` (a new database on the
+//! machine's PostgreSQL, `RENEWAL_WORKER_TEST_PG` or postgres://postgres@127.0.0.1:5432).
 
+#[macro_use]
+mod helpers;
 mod cli;
 mod delivery;
 mod disable;
-mod helpers;
 mod http;
 mod renewal;
 mod source;

@@ -59,7 +59,7 @@ fn sent(rows: &[OutboxRow]) -> Vec<(String, DateTime<Utc>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_whole_term_hour_by_hour_in_new_york);
 async fn a_whole_term_hour_by_hour_in_new_york() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", true))
@@ -108,7 +108,7 @@ async fn a_whole_term_hour_by_hour_in_new_york() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async restarts_and_repeated_polls_send_nothing_twice);
 async fn restarts_and_repeated_polls_send_nothing_twice() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", true))
@@ -147,7 +147,7 @@ async fn restarts_and_repeated_polls_send_nothing_twice() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async after_downtime_only_the_latest_reminder_goes_and_none_after_the_cutoff);
 async fn after_downtime_only_the_latest_reminder_goes_and_none_after_the_cutoff() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", true))
@@ -208,7 +208,7 @@ async fn after_downtime_only_the_latest_reminder_goes_and_none_after_the_cutoff(
     }));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async auto_renew_off_gets_no_reminders_and_ends_once);
 async fn auto_renew_off_gets_no_reminders_and_ends_once() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", false))
@@ -253,7 +253,7 @@ async fn auto_renew_off_gets_no_reminders_and_ends_once() {
     assert!(!due.contains(&"T1".to_owned()), "{due:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async turning_auto_renew_off_cancels_a_reminder_waiting_for_retry);
 async fn turning_auto_renew_off_cancels_a_reminder_waiting_for_retry() {
     // The reminder is owed but not yet sent (as if SMTP were down); then auto-renew goes off.
     let app = TestApp::new(None, "").await;
@@ -273,7 +273,7 @@ async fn turning_auto_renew_off_cancels_a_reminder_waiting_for_retry() {
     assert!(sent(&rows(&app, "T1").await).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_reminder_that_waited_past_the_cutoff_is_not_sent);
 async fn a_reminder_that_waited_past_the_cutoff_is_not_sent() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", true))
@@ -294,7 +294,7 @@ async fn a_reminder_that_waited_past_the_cutoff_is_not_sent() {
     assert!(r.last_error.unwrap().contains("cutoff"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async feb_29_subscriptions_renew_on_feb_28_and_back_on_feb_29);
 async fn feb_29_subscriptions_renew_on_feb_28_and_back_on_feb_29() {
     let app = TestApp::new(None, "").await;
     app.import(&subscription("L1", "2024-02-29", "2025-02-28", true))
@@ -321,7 +321,7 @@ async fn feb_29_subscriptions_renew_on_feb_28_and_back_on_feb_29() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async london_across_easter_and_the_clocks_going_forward);
 async fn london_across_easter_and_the_clocks_going_forward() {
     let app = TestApp::new(None, "").await;
     app.import(&reseller("Europe/London", "gb-eng")).await;
@@ -361,18 +361,29 @@ async fn london_across_easter_and_the_clocks_going_forward() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_poll_reads_the_next_due_index);
 async fn the_poll_reads_the_next_due_index() {
     let app = TestApp::new(None, "").await;
     let plan = app.store.explain_due_query().await.unwrap();
-    assert!(
-        plan.contains("USING INDEX subscriptions_next_due"),
-        "{plan}"
-    );
-    assert!(!plan.contains("SCAN"), "{plan}");
+    match backend() {
+        Backend::Sqlite => {
+            assert!(
+                plan.contains("USING INDEX subscriptions_next_due"),
+                "{plan}"
+            );
+            assert!(!plan.contains("SCAN"), "{plan}");
+        }
+        Backend::Postgres => {
+            assert!(
+                plan.contains("Index Scan using subscriptions_next_due"),
+                "{plan}"
+            );
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async the_daemon_polls_on_its_schedule_and_on_request);
 async fn the_daemon_polls_on_its_schedule_and_on_request() {
     let sink = SmtpSink::start(Behaviour::Accept);
     // Every second, and the customer in Cc.

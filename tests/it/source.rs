@@ -128,7 +128,7 @@ async fn assigned(app: &TestApp, id: &str) -> Option<u16> {
         .map(|c| c.subscription.assigned_licenses.get())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async pulls_pages_from_the_cursor_skipping_bad_rows_whole);
 async fn pulls_pages_from_the_cursor_skipping_bad_rows_whole() {
     let feed = Arc::new(Mutex::new(Feed {
         fail_first: 1,
@@ -216,7 +216,7 @@ async fn pulls_pages_from_the_cursor_skipping_bad_rows_whole() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+on_both_backends!(async a_refused_or_unreachable_feed_is_an_error_and_keeps_the_cursor);
 async fn a_refused_or_unreachable_feed_is_an_error_and_keeps_the_cursor() {
     let feed = Arc::new(Mutex::new(Feed {
         refuse: true,
