@@ -497,6 +497,8 @@ impl Deliverer {
             .redrive(
                 self.clock.now(),
                 self.settings.worker.sending_lease,
+                crate::jobs::SEND_QUEUE,
+                crate::jobs::SEND_JOB_KEY_SQL,
                 |id, attempts| send_job(id, attempts, Duration::ZERO),
             )
             .await?;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -19,7 +20,7 @@ use crate::model::SubscriptionContext;
 use crate::notify::{NotificationKind, message_id, reminder_key, term_key};
 use crate::renewal::plan::{Action, SkipReason, plan, term_end_instant};
 use crate::renewal::{self, RenewalPolicy, TimelineInput};
-use crate::store::{NewNotification, RenewalUpdate, Store, TermChange};
+use crate::store::{Backend, NewNotification, RenewalUpdate, Store, TermChange};
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -32,6 +33,20 @@ pub struct PollReport {
     /// Subscriptions another poll had just handled (nothing written by this one).
     pub conflicts: u32,
 }
+
+impl PollReport {
+    fn add(&mut self, o: &PollReport) {
+        self.subscriptions += o.subscriptions;
+        self.mails_queued += o.mails_queued;
+        self.reminders_skipped += o.reminders_skipped;
+        self.renewed += o.renewed;
+        self.ended += o.ended;
+        self.conflicts += o.conflicts;
+    }
+}
+
+/// Subscriptions a poll handles at once on PostgreSQL.
+const POLL_PARALLELISM: usize = 8;
 
 /// Upper bound of terms caught up for one subscription in one poll (a daemon down for years).
 const MAX_TERMS_PER_POLL: usize = 20;
@@ -92,35 +107,18 @@ pub async fn poll(
             break;
         }
         let batch = due.len();
-        for id in due {
-            let parsed =
-                SubscriptionId::parse(&id).map_err(|e| AppError::Invalid(e.to_string()))?;
-            let Some(ctx) = store.subscription_context(&parsed).await? else {
-                continue;
-            };
-            match poll_one(store, settings, calendars, &ctx, now, &mut report).await {
-                Ok(()) => {}
-                // One subscription's bad data (an unknown calendar) must not stop the others;
-                // it is retried in an hour and reported each time.
-                Err(AppError::Calendar(e)) => {
-                    warn!(subscription = %id, error = %e, "cannot plan renewal; retrying in 1 h");
-                    store
-                        .apply_renewal(
-                            &RenewalUpdate {
-                                subscription_id: id.clone(),
-                                expected_term_end: ctx.subscription.term_end,
-                                notifications: Vec::new(),
-                                change: TermChange::None,
-                                cancel_pending_reminders: None,
-                                next_due_at: Some(now + chrono::Duration::hours(1)),
-                            },
-                            now,
-                            |i, a| send_job(i, a, Duration::ZERO),
-                        )
-                        .await?;
-                }
-                Err(e) => return Err(e),
-            }
+        // Subscriptions are independent (each is written in a transaction of its own, guarded
+        // by its term end), so on PostgreSQL several are handled at once and their round trips
+        // and commits overlap. SQLite has one writer at a time: there they go one by one.
+        let parallel = match store.backend() {
+            Backend::Postgres => POLL_PARALLELISM,
+            Backend::Sqlite => 1,
+        };
+        let mut handled = futures::stream::iter(due)
+            .map(|id| poll_subscription(store, settings, calendars, id, now))
+            .buffer_unordered(parallel);
+        while let Some(one) = handled.next().await {
+            report.add(&one?);
         }
         if batch < settings.poll.batch_size as usize {
             break;
@@ -130,6 +128,45 @@ pub async fn poll(
         info!(?report, "poll done");
     }
     Ok(report)
+}
+
+/// Plans and records one subscription's due work; its report.
+async fn poll_subscription(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    id: String,
+    now: DateTime<Utc>,
+) -> Result<PollReport, AppError> {
+    let mut report = PollReport::default();
+    let parsed = SubscriptionId::parse(&id).map_err(|e| AppError::Invalid(e.to_string()))?;
+    let Some(ctx) = store.subscription_context(&parsed).await? else {
+        return Ok(report);
+    };
+    match poll_one(store, settings, calendars, &ctx, now, &mut report).await {
+        Ok(()) => Ok(report),
+        // One subscription's bad data (an unknown calendar) must not stop the others; it is
+        // retried in an hour and reported each time.
+        Err(AppError::Calendar(e)) => {
+            warn!(subscription = %id, error = %e, "cannot plan renewal; retrying in 1 h");
+            store
+                .apply_renewal(
+                    &RenewalUpdate {
+                        subscription_id: id.clone(),
+                        expected_term_end: ctx.subscription.term_end,
+                        notifications: Vec::new(),
+                        change: TermChange::None,
+                        cancel_pending_reminders: None,
+                        next_due_at: Some(now + chrono::Duration::hours(1)),
+                    },
+                    now,
+                    |i, a| send_job(i, a, Duration::ZERO),
+                )
+                .await?;
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn poll_one(

@@ -97,6 +97,10 @@ fn ulid_like() -> String {
     )
 }
 
+/// The idempotency key of an outbox row's send job, as SQL over `outbox o`: the twin of the key
+/// [`send_job`] gives, so the store can find rows whose job is missing.
+pub const SEND_JOB_KEY_SQL: &str = "('send:' || o.id || ':' || o.attempts)";
+
 pub fn send_job(outbox_id: i64, attempts: u32, run_after: Duration) -> QueuedJob {
     QueuedJob {
         queue: SEND_QUEUE,

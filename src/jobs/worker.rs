@@ -122,6 +122,45 @@ async fn handle_disable(
     Ok(())
 }
 
+/// How long to wait before restarting a stopped worker. While the database is unreachable every
+/// restart fails at once; without a pause the monitor would spin and flood the log. The pause
+/// doubles from 100 ms up to 5 s across consecutive stops and starts over once the workers have
+/// run for a minute without one.
+#[derive(Default)]
+struct RestartBackoff {
+    state: std::sync::Mutex<Option<(std::time::Instant, u32)>>,
+}
+
+impl RestartBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+    const CALM: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn next(&self, now: std::time::Instant) -> std::time::Duration {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let streak = match *state {
+            Some((last, streak)) if now.duration_since(last) < Self::CALM => streak + 1,
+            _ => 0,
+        };
+        *state = Some((now, streak));
+        Self::FIRST
+            .saturating_mul(1u32 << streak.min(16))
+            .min(Self::MAX)
+    }
+}
+
+/// Waits inside apalis's (synchronous) restart callback. On the multi-threaded runtime the
+/// thread's other tasks move elsewhere meanwhile; the monitor itself waits, which is what a
+/// restart backoff is for.
+fn pause(d: std::time::Duration) {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| std::thread::sleep(d));
+        }
+        _ => std::thread::sleep(d),
+    }
+}
+
 /// Runs the worker until `shutdown` resolves.
 pub async fn run_worker(
     deliverer: Arc<Deliverer>,
@@ -184,9 +223,14 @@ pub async fn run_worker(
     let send_deliverer = deliverer.clone();
     let monitor = Monitor::new()
         // A database blip must not leave the daemon running without a worker.
-        .should_restart(|ctx, err| {
-            error!(worker = ctx.name(), error = %err, "worker stopped; restarting");
-            true
+        .should_restart({
+            let backoff = RestartBackoff::default();
+            move |ctx, err| {
+                let wait = backoff.next(std::time::Instant::now());
+                error!(worker = ctx.name(), error = %err, retry_in = ?wait, "worker stopped; restarting");
+                pause(wait);
+                true
+            }
         })
         .shutdown_timeout(w.shutdown_grace);
     let monitor = register_queue!(
@@ -288,4 +332,25 @@ pub async fn run_worker(
     let _ = stop_tx.send(true);
     let _ = redrive.await;
     result.map_err(|e| WorkerError::Monitor(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestartBackoff;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn restart_pauses_double_up_to_five_seconds_and_start_over_after_a_calm_minute() {
+        let b = RestartBackoff::default();
+        let t0 = Instant::now();
+        let waits: Vec<Duration> = (0..8)
+            .map(|i| b.next(t0 + Duration::from_secs(i)))
+            .collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(
+            b.next(t0 + Duration::from_secs(7 + 61)),
+            Duration::from_millis(100)
+        );
+    }
 }

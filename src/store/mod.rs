@@ -239,6 +239,9 @@ pub struct DeliveryAttempt {
     pub detail: Option<String>,
 }
 
+/// Owed rows one redrive pass looks at; the rest wait for the next pass.
+const REDRIVE_BATCH: u32 = 1000;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RedriveReport {
     /// Claims whose lease ran out (their worker presumably died mid-send).
@@ -664,26 +667,27 @@ impl Store {
         later: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         db!(self, |p, stmt| {
-            let (rows, id) = match self.db {
-            Db::Sqlite(_) => (
-                "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)
-                 SELECT i FROM seq",
-                "printf('BENCH-%08d', i)",
-            ),
-            Db::Postgres(_) => (
-                "SELECT generate_series(0, ? - 1) AS i",
-                "'BENCH-' || lpad(i::TEXT, 8, '0')",
-            ),
-        };
+            // The row numbers come first in both forms, so the placeholders keep their order.
+            let (seq, id) = match self.db {
+                Db::Sqlite(_) => (
+                    "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < ?)",
+                    "printf('BENCH-%08d', i)",
+                ),
+                Db::Postgres(_) => (
+                    "WITH seq(i) AS (SELECT generate_series(0, ? - 1))",
+                    "'BENCH-' || lpad(i::TEXT, 8, '0')",
+                ),
+            };
             sqlx::query(stmt(&format!(
-            "INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
+                "{seq}
+             INSERT INTO subscriptions (id, reseller_id, customer_id, product_id, plan, billing,
                seats, assigned_licenses, term_start, term_end, auto_renew, notify_email,
                updated_at, next_due_at)
              SELECT {id}, ?, ?, '057O1WW6525L347', 'AutoCAD LT',
                'annual_prepaid', 10, 0, ?, ?, TRUE, NULL, 0,
                CASE WHEN i < ? THEN 0 ELSE ? END
-             FROM ({rows}) seq"
-        )))
+             FROM seq"
+            )))
             .bind(i64::try_from(n).unwrap_or(i64::MAX))
             .bind(reseller)
             .bind(customer)
@@ -1362,14 +1366,21 @@ impl Store {
     }
 
     /// Crash recovery, run at start and periodically: claims older than `lease` go back to
-    /// pending, and every owed row that is due gets its job pushed again (a no-op when the job
-    /// is still queued, thanks to its idempotency key).
+    /// pending, and every owed row that is due and has no live job gets one. A row's job is
+    /// found by its queue and idempotency key (`job_key_sql`, the SQL twin of the key `job_for` gives),
+    /// so a large backlog whose jobs are all queued costs index probes, not pushes. A job that
+    /// finished without taking its row (e.g. its handler failed on a store error until it was
+    /// given up) is removed so its key can be used again.
     pub async fn redrive(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
+        job_queue: &str,
+        job_key_sql: &str,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<RedriveReport, StoreError> {
+        let jobs = self.jobs_table();
+        let finished = "(j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))";
         db!(self, |p, stmt| {
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
             let mut tx = p.begin().await?;
@@ -1383,20 +1394,28 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(
-                "SELECT id, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_at <= ?
-             ORDER BY next_attempt_at LIMIT 10000",
-            ))
+            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
+                "SELECT o.id, o.attempts FROM outbox o
+             WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+               AND NOT EXISTS (SELECT 1 FROM {jobs} j
+                 WHERE j.job_type = ? AND j.idempotency_key = {job_key_sql} AND NOT {finished})
+             ORDER BY o.next_attempt_at LIMIT {REDRIVE_BATCH}"
+            )))
             .bind(millis(now))
+            .bind(job_queue)
             .fetch_all(&mut *tx)
             .await?;
             for (id, attempts) in &due {
-                push_job(
-                    &mut tx,
-                    &job_for(*id, u32::try_from(*attempts).unwrap_or(0)),
-                )
+                let job = job_for(*id, u32::try_from(*attempts).unwrap_or(0));
+                sqlx::query(stmt(&format!(
+                    "DELETE FROM {jobs} AS j WHERE j.job_type = ? AND j.idempotency_key = ?
+                       AND {finished}"
+                )))
+                .bind(job.queue)
+                .bind(&job.idempotency_key)
+                .execute(&mut *tx)
                 .await?;
+                push_job(&mut tx, &job).await?;
             }
             tx.commit().await?;
             Ok(RedriveReport {
@@ -1404,6 +1423,14 @@ impl Store {
                 jobs_pushed: due.len() as u64,
             })
         })
+    }
+
+    /// The job queue's table on this backend.
+    fn jobs_table(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "Jobs",
+            Db::Postgres(_) => "apalis.jobs",
+        }
     }
 
     pub async fn outbox_by_id(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {

@@ -134,7 +134,11 @@ impl SmtpSink {
         };
         std::thread::spawn(move || {
             let mut server = Server::new(handler);
-            server.with_name("sink.test").with_tcp_listener(listener);
+            // One thread per connection: enough for every pooled connection of several workers.
+            server
+                .with_name("sink.test")
+                .with_num_threads(64)
+                .with_tcp_listener(listener);
             let _ = server.serve();
         });
         Self { port, state }
@@ -503,4 +507,91 @@ macro_rules! on_both_backends {
             }
         }
     };
+}
+
+/// A TCP relay in front of a server (the tests' PostgreSQL), which a test can cut, as a
+/// network partition or a server restart would: open connections are closed and new ones are
+/// closed on accept, until it is restored.
+pub struct TcpProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = rx.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+/// A [`TestApp`] on PostgreSQL, for tests that exist only there.
+pub async fn postgres_app(sink: &SmtpSink) -> TestApp {
+    let mut app = None;
+    on_backend(Backend::Postgres, async {
+        app = Some(TestApp::new(Some(sink), "").await);
+    })
+    .await;
+    app.expect("app")
+}
+
+/// Adds `n` subscriptions `BENCH-00000000`... of R1/C1, none due for renewal work.
+pub async fn add_synthetic_subscriptions(app: &TestApp, n: u64) {
+    app.store
+        .insert_synthetic_subscriptions(
+            "R1",
+            "C1",
+            n,
+            0,
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 10).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(2027, 1, 10).unwrap(),
+            chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+                .unwrap()
+                .to_utc(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Records the `ready` event of synthetic subscription `i`: one mail owed.
+pub async fn owe_ready(store: &Store, settings: &Settings, i: u64) {
+    let id = SubscriptionId::parse(&format!("BENCH-{i:08}")).unwrap();
+    app::record_event(
+        store,
+        settings,
+        chrono::Utc::now(),
+        &id,
+        ProvisioningEvent::Ready,
+        None,
+    )
+    .await
+    .unwrap();
 }

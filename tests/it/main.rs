@@ -9,6 +9,8 @@ mod cli;
 mod delivery;
 mod disable;
 mod http;
+mod outage;
 mod renewal;
+mod scale;
 mod source;
 mod templates;

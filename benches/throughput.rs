@@ -1,0 +1,430 @@
+//! Throughput and memory, side by side on SQLite and PostgreSQL. Run:
+//! `cargo bench --bench throughput` (PostgreSQL from `RENEWAL_WORKER_TEST_PG` or
+//! postgres://postgres@127.0.0.1:5432). Prints figures; asserts only that every mail arrived.
+//!
+//! 1. The limits: raw lettre sends/s to a local sink through a pool of 16, and raw database
+//!    commits/s for the outbox's pattern (insert the owed row; later mark it sent).
+//! 2. End to end (event recorded -> mail accepted by the sink) at 1, 4 and 16 jobs at once,
+//!    as jobs/s and as a share of the raw send rate at the same concurrency.
+//! 3. apalis no-op jobs/s on the same queue settings; our time per job as a multiple of it.
+//! 4. Peak RSS of the daemon (the release binary) idle, and while it works a 100,000-mail
+//!    backlog.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use lettre::AsyncTransport;
+use renewal_worker::app::Deliverer;
+use renewal_worker::clock::SystemClock;
+use renewal_worker::domain::SubscriptionId;
+use renewal_worker::notify::NotificationKind;
+use renewal_worker::store::{JobQueue, QueueOptions, QueuedJob};
+use support::{Backend, BenchDb, Sink, fill, open, owe_ready_mails, rss_mib, settings};
+
+const LEVELS: [usize; 3] = [1, 4, 16];
+const RAW_SENDS: u64 = 4_000;
+const RAW_COMMITS: u64 = 2_000;
+const BACKLOG: u64 = 100_000;
+
+fn jobs(backend: Backend) -> u64 {
+    match backend {
+        Backend::Sqlite => 2_000,
+        Backend::Postgres => 4_000,
+    }
+}
+
+/// Runs `n` futures made by `f(i)` with at most `c` in flight; returns the rate per second.
+async fn rate<F, Fut>(n: u64, c: usize, f: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..c {
+        let (f, next) = (f.clone(), next.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                f(i).await;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("lane");
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Raw lettre: the same rendered mail, sent `RAW_SENDS` times through a pool of 16.
+async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> f64 {
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(sink.port)
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(16))
+            .build();
+    let before = sink.count();
+    let r = rate(RAW_SENDS, c, move |_| {
+        let (transport, message) = (transport.clone(), message.clone());
+        async move {
+            transport.send(message).await.expect("raw send");
+        }
+    })
+    .await;
+    assert!(
+        sink.wait_for(before + RAW_SENDS, Duration::from_secs(30))
+            .await
+    );
+    r
+}
+
+/// Raw database: per mail, one commit inserting an owed outbox row and one marking it sent,
+/// through a pool like the store's.
+async fn raw_commits(backend: Backend, c: usize) -> f64 {
+    let db = BenchDb::new(backend).await.expect("database");
+    let settings = settings(&db.url, 25, c);
+    let store = open(&settings).await;
+    fill(&store, 1, 0).await;
+    store.close().await;
+    const INSERT: &str = "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, \
+        message_id, state, attempts, next_attempt_at, created_at) \
+        VALUES ($1, 'ready', 'BENCH-00000000', '[\"a@b.example\"]', '{}', $1, 'pending', 0, $2, $2) \
+        RETURNING id";
+    const UPDATE: &str = "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = 1 \
+        WHERE id = $2 AND state = 'pending'";
+    let now = chrono::Utc::now().timestamp_millis();
+    // The same two commits on either pool type.
+    macro_rules! insert_then_update {
+        ($pool:expr, $insert:expr, $update:expr) => {{
+            let (pool, insert, update) = ($pool, $insert, $update);
+            rate(RAW_COMMITS, c, move |i| {
+                let (pool, insert, update) = (pool.clone(), insert.clone(), update.clone());
+                async move {
+                    let id: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(insert))
+                        .bind(format!("raw:{i}"))
+                        .bind(now)
+                        .fetch_one(&pool)
+                        .await
+                        .expect("insert");
+                    sqlx::query(sqlx::AssertSqlSafe(update))
+                        .bind(now)
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                        .expect("update");
+                }
+            })
+            .await
+        }};
+    }
+    let r = match backend {
+        Backend::Sqlite => {
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+            use std::str::FromStr;
+            let options = SqliteConnectOptions::from_str(&db.url)
+                .expect("url")
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(24)
+                .connect_with(options)
+                .await
+                .expect("pool");
+            insert_then_update!(pool, INSERT.replace('$', "?"), UPDATE.replace('$', "?"))
+        }
+        Backend::Postgres => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(24)
+                .connect(&db.url)
+                .await
+                .expect("pool");
+            insert_then_update!(pool, INSERT.to_owned(), UPDATE.to_owned())
+        }
+    };
+    db.drop_database().await;
+    r
+}
+
+/// End to end: `n` ready events recorded, then the daemon's worker started with `c` jobs at
+/// once; jobs/s from its start until the sink has every mail.
+async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64) {
+    let n = jobs(backend);
+    let db = BenchDb::new(backend).await.expect("database");
+    let settings = settings(&db.url, sink.port, c);
+    let store = open(&settings).await;
+    fill(&store, n, 0).await;
+    let enqueue = owe_ready_mails(&store, &settings, n).await;
+    let before = sink.count();
+    let deliverer = Arc::new(
+        Deliverer::build(
+            Arc::new(settings),
+            store.clone(),
+            Arc::new(SystemClock),
+            format!("bench-{c}"),
+        )
+        .expect("deliverer"),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let t = Instant::now();
+    let worker = tokio::spawn(renewal_worker::jobs::run_worker(deliverer, async {
+        let _ = stopped.await;
+    }));
+    assert!(
+        sink.wait_for(before + n, Duration::from_secs(600)).await,
+        "every mail arrived"
+    );
+    let r = n as f64 / t.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    worker.await.expect("worker task").expect("worker");
+    store.close().await;
+    db.drop_database().await;
+    (r, n as f64 / enqueue.as_secs_f64())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Noop {
+    i: u64,
+}
+
+async fn noop(_job: Noop, done: Data<Arc<AtomicU64>>) -> Result<(), BoxDynError> {
+    done.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// apalis alone: `n` no-op jobs on the same backend and queue settings, `c` at once.
+async fn apalis_noop(backend: Backend, c: usize) -> f64 {
+    let n = jobs(backend);
+    let db = BenchDb::new(backend).await.expect("database");
+    let settings = settings(&db.url, 25, c);
+    let store = open(&settings).await;
+    let lanes = rate(n, 16, {
+        let store = store.clone();
+        move |i| {
+            let store = store.clone();
+            async move {
+                store
+                    .enqueue_job(&QueuedJob {
+                        queue: "bench.noop",
+                        args: serde_json::json!({ "i": i }),
+                        idempotency_key: format!("noop:{i}"),
+                        run_after: Duration::ZERO,
+                        max_attempts: 1,
+                    })
+                    .await
+                    .expect("push");
+            }
+        }
+    });
+    lanes.await;
+    let options = QueueOptions {
+        batch_size: c,
+        poll_interval: settings.worker.poll_interval,
+        heartbeat_interval: settings.worker.heartbeat_interval,
+        missed_heartbeats: settings.worker.missed_heartbeats,
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let t = Instant::now();
+    // One worker body, compiled for each backend's queue type.
+    macro_rules! noop_monitor {
+        ($queue:expr) => {{
+            let (queue, done) = ($queue, done.clone());
+            Monitor::new().register(move |_| {
+                WorkerBuilder::new("noop")
+                    .backend(queue.clone())
+                    .data(done.clone())
+                    .concurrency(c)
+                    .build(noop)
+            })
+        }};
+    }
+    let monitor = match store.job_queue::<Noop>("bench.noop", options) {
+        JobQueue::Sqlite(q) => noop_monitor!(q),
+        JobQueue::Postgres(q) => noop_monitor!(q),
+    };
+    let running = tokio::spawn(monitor.run_with_signal(async {
+        let _ = stopped.await;
+        Ok(())
+    }));
+    while done.load(Ordering::SeqCst) < n {
+        assert!(t.elapsed() < Duration::from_secs(600), "no-op jobs stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = n as f64 / t.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    let _ = running.await;
+    store.close().await;
+    db.drop_database().await;
+    r
+}
+
+/// The daemon binary on `db`, sending to `sink`, 16 jobs at once.
+fn daemon(db_url: &str, sink: &Sink, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_renewal-worker"))
+        .current_dir(dir)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env("RENEWAL_WORKER__LOG__LEVEL", "error")
+        .env("RENEWAL_WORKER__DATABASE__URL", db_url)
+        .env("RENEWAL_WORKER__DATABASE__MAX_CONNECTIONS", "24")
+        .env(
+            "RENEWAL_WORKER__TEMPLATES__DIR",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        )
+        .env("RENEWAL_WORKER__MAIL__TRANSPORT", "smtp")
+        .env("RENEWAL_WORKER__MAIL__SMTP__HOST", "127.0.0.1")
+        .env("RENEWAL_WORKER__MAIL__SMTP__PORT", sink.port.to_string())
+        .env("RENEWAL_WORKER__MAIL__SMTP__POOL_MAX_SIZE", "16")
+        .env("RENEWAL_WORKER__WORKER__CONCURRENCY", "16")
+        .env("RENEWAL_WORKER__POLL__SCHEDULE", "0 0 0 1 1 * 2099")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the daemon")
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// Peak RSS idle (10 s on an empty database), then while working through `BACKLOG` owed mails
+/// (sampled for 30 s, with how many were sent meanwhile).
+async fn memory(backend: Backend, sink: &Sink) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = BenchDb::new(backend).await.expect("database");
+    let s = settings(&db.url, sink.port, 16);
+    let store = open(&s).await;
+    let child = daemon(&db.url, sink, dir.path());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (idle_peak, idle_now) = rss_mib(child.id()).expect("rss");
+    stop(child);
+    println!("  idle daemon: peak RSS {idle_peak:.1} MiB (now {idle_now:.1} MiB)");
+
+    fill(&store, BACKLOG, 0).await;
+    let t = owe_ready_mails(&store, &s, BACKLOG).await;
+    println!(
+        "  {BACKLOG} mails owed in {:.1} s ({:.0} events recorded/s)",
+        t.as_secs_f64(),
+        BACKLOG as f64 / t.as_secs_f64()
+    );
+    let before = sink.count();
+    let child = daemon(&db.url, sink, dir.path());
+    let mut samples = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (peak, now) = rss_mib(child.id()).expect("rss");
+        samples.push(format!("{now:.0}"));
+        if samples.len() == 6 {
+            println!(
+                "  with the backlog: peak RSS {peak:.1} MiB; RSS every 5 s: {} MiB; {} mails sent in 30 s",
+                samples.join(", "),
+                sink.count() - before
+            );
+        }
+    }
+    stop(child);
+    store.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let sink = Sink::start().await;
+    let mut backends = vec![Backend::Sqlite];
+    match BenchDb::new(Backend::Postgres).await {
+        Ok(db) => {
+            db.drop_database().await;
+            backends.push(Backend::Postgres);
+        }
+        Err(e) => println!("PostgreSQL benchmarks skipped: {e}"),
+    }
+
+    // The mail every measurement sends: the `ready` mail as rendered for a subscription.
+    let message = {
+        let db = BenchDb::new(Backend::Sqlite).await.expect("db");
+        let s = settings(&db.url, sink.port, 1);
+        let store = open(&s).await;
+        fill(&store, 1, 0).await;
+        let ctx = store
+            .subscription_context(&SubscriptionId::parse("BENCH-00000000").expect("id"))
+            .await
+            .expect("read")
+            .expect("subscription");
+        let deliverer = Deliverer::build(
+            Arc::new(s),
+            store.clone(),
+            Arc::new(SystemClock),
+            "b".into(),
+        )
+        .expect("deliverer");
+        let (_, message) = deliverer
+            .compose(
+                NotificationKind::Ready,
+                &ctx,
+                serde_json::json!({}),
+                &["it@bench.example".to_owned()],
+                "bench:ready",
+            )
+            .expect("compose");
+        store.close().await;
+        message
+    };
+    println!(
+        "mail of {} bytes; SMTP sink on 127.0.0.1:{}",
+        message.formatted().len(),
+        sink.port
+    );
+
+    println!("\n1. limits");
+    let mut raw = Vec::new();
+    for c in LEVELS {
+        let r = raw_sends(&sink, message.clone(), c).await;
+        println!("  raw lettre sends, {c:>2} at once: {r:>7.0}/s");
+        raw.push(r);
+    }
+    let mut raw_db = std::collections::HashMap::new();
+    for &b in &backends {
+        for c in LEVELS {
+            let r = raw_commits(b, c).await;
+            println!(
+                "  {:<10} raw outbox insert+update, {c:>2} at once: {r:>7.0} mails/s",
+                b.name()
+            );
+            raw_db.insert((b, c), r);
+        }
+    }
+
+    println!("\n2. end to end (event recorded -> mail accepted), and 3. apalis no-op jobs");
+    for &b in &backends {
+        for (i, c) in LEVELS.into_iter().enumerate() {
+            let (e2e, enqueue) = end_to_end(b, &sink, c).await;
+            let noop = apalis_noop(b, c).await;
+            let limit = raw[i].min(raw_db[&(b, c)]);
+            println!(
+                "  {:<10} {c:>2} at once: {e2e:>6.0} jobs/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per job {:.2}x; events recorded {enqueue:.0}/s",
+                b.name(),
+                e2e / raw[i],
+                e2e / limit,
+                noop / e2e,
+            );
+        }
+    }
+
+    println!("\n4. daemon memory (release binary)");
+    for &b in &backends {
+        println!(" {}", b.name());
+        memory(b, &sink).await;
+    }
+}
