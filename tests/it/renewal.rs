@@ -449,3 +449,59 @@ async fn the_daemon_polls_on_its_schedule_and_on_request() {
             .contains("decide by 2026-12-18")
     );
 }
+
+on_both_backends!(async polls_on_several_hosts_at_once_record_each_mail_and_renewal_once);
+async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
+    let app = TestApp::new(None, "").await;
+    // 40 subscriptions whose term ends (and renews) at the same instant, after all reminders.
+    let subs: Vec<String> = (0..40)
+        .map(|i| {
+            let one = subscription(&format!("M{i:02}"), "2025-12-28", "2026-12-28", true);
+            let start = one.find("[{").unwrap() + 1;
+            one[start..one.rfind("}]").unwrap() + 1].to_owned()
+        })
+        .collect();
+    app.import(&format!("{{\"subscriptions\": [{}]}}", subs.join(",")))
+        .await;
+    let at = utc("2026-12-28T06:00:00Z");
+    // Four "hosts", each with its own connection pool, poll the same instant together.
+    let calendars = app.settings.calendars().unwrap();
+    let mut polls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let settings = app.settings.clone();
+        let calendars = calendars.clone();
+        polls.spawn(async move {
+            let store = renewal_worker::app::open_store(&settings).await.unwrap();
+            let report = renewal_worker::app::poll(&store, &settings, &calendars, at)
+                .await
+                .unwrap();
+            store.close().await;
+            report
+        });
+    }
+    let mut renewed = 0;
+    let mut queued = 0;
+    while let Some(report) = polls.join_next().await {
+        let report = report.unwrap();
+        renewed += report.renewed;
+        queued += report.mails_queued;
+    }
+    // The 40, and the fixture's S1, whose term ends that day too.
+    assert_eq!(renewed, 41, "each term moved by exactly one of the polls");
+    let owed: Vec<OutboxRow> = app
+        .store
+        .outbox_for_subscription(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == OutboxState::Pending)
+        .collect();
+    let renewed_mails = owed
+        .iter()
+        .filter(|r| r.key.ends_with("/subscription_renewed/2026-12-28"))
+        .count();
+    assert_eq!(renewed_mails, 41, "one renewed mail each");
+    // (S2's 30-day reminder falls due then as well.)
+    assert_eq!(owed.len(), 42);
+    assert_eq!(queued, 42, "no poll counted a mail another one recorded");
+}
