@@ -9,6 +9,9 @@
 //! 3. apalis no-op jobs/s on the same queue settings; our time per job as a multiple of it.
 //! 4. Peak RSS of the daemon (the release binary) idle, and while it works a 100,000-mail
 //!    backlog.
+//!
+//! `RW_BENCH_SECTIONS=2,3` (any of 1-4; 3 runs with 2) and `RW_BENCH_BACKENDS=postgresql` narrow
+//! a run while working on one figure; the README's figures come from a whole run.
 
 mod support;
 
@@ -341,14 +344,27 @@ async fn memory(backend: Backend, sink: &Sink) {
 
 #[tokio::main]
 async fn main() {
+    let sections = std::env::var("RW_BENCH_SECTIONS").unwrap_or_else(|_| "1,2,3,4".into());
+    let section = |n: &str| sections.split(',').any(|s| s.trim() == n);
+    let wanted = std::env::var("RW_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgresql".into());
+    let wants = |b: Backend| {
+        wanted
+            .split(',')
+            .any(|s| s.trim().eq_ignore_ascii_case(b.name()))
+    };
     let sink = Sink::start().await;
-    let mut backends = vec![Backend::Sqlite];
-    match BenchDb::new(Backend::Postgres).await {
-        Ok(db) => {
-            db.drop_database().await;
-            backends.push(Backend::Postgres);
+    let mut backends = Vec::new();
+    if wants(Backend::Sqlite) {
+        backends.push(Backend::Sqlite);
+    }
+    if wants(Backend::Postgres) {
+        match BenchDb::new(Backend::Postgres).await {
+            Ok(db) => {
+                db.drop_database().await;
+                backends.push(Backend::Postgres);
+            }
+            Err(e) => println!("PostgreSQL benchmarks skipped: {e}"),
         }
-        Err(e) => println!("PostgreSQL benchmarks skipped: {e}"),
     }
 
     // The mail every measurement sends: the `ready` mail as rendered for a subscription.
@@ -387,15 +403,55 @@ async fn main() {
         sink.port
     );
 
-    println!("\n1. limits");
     let mut raw = Vec::new();
+    let mut raw_db = std::collections::HashMap::new();
+    if section("1") {
+        limits(&sink, &message, &backends, &mut raw, &mut raw_db).await;
+    }
+
+    if section("2") || section("3") {
+        println!("\n2. end to end (event recorded -> mail accepted), and 3. apalis no-op jobs");
+        for &b in &backends {
+            for (i, c) in LEVELS.into_iter().enumerate() {
+                let (e2e, enqueue) = end_to_end(b, &sink, c).await;
+                let noop = apalis_noop(b, c).await;
+                let raw_send = raw.get(i).copied().unwrap_or(f64::NAN);
+                let limit = raw_send.min(raw_db.get(&(b, c)).copied().unwrap_or(f64::NAN));
+                println!(
+                    "  {:<10} {c:>2} at once: {e2e:>6.0} jobs/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per job {:.2}x; events recorded {enqueue:.0}/s",
+                    b.name(),
+                    e2e / raw_send,
+                    e2e / limit,
+                    noop / e2e,
+                );
+            }
+        }
+    }
+
+    if section("4") {
+        println!("\n4. daemon memory (release binary)");
+        for &b in &backends {
+            println!(" {}", b.name());
+            memory(b, &sink).await;
+        }
+    }
+}
+
+/// Section 1: raw sends and raw outbox commits, per concurrency level.
+async fn limits(
+    sink: &Sink,
+    message: &lettre::Message,
+    backends: &[Backend],
+    raw: &mut Vec<f64>,
+    raw_db: &mut std::collections::HashMap<(Backend, usize), f64>,
+) {
+    println!("\n1. limits");
     for c in LEVELS {
-        let r = raw_sends(&sink, message.clone(), c).await;
+        let r = raw_sends(sink, message.clone(), c).await;
         println!("  raw lettre sends, {c:>2} at once: {r:>7.0}/s");
         raw.push(r);
     }
-    let mut raw_db = std::collections::HashMap::new();
-    for &b in &backends {
+    for &b in backends {
         for c in LEVELS {
             let r = raw_commits(b, c).await;
             println!(
@@ -404,27 +460,5 @@ async fn main() {
             );
             raw_db.insert((b, c), r);
         }
-    }
-
-    println!("\n2. end to end (event recorded -> mail accepted), and 3. apalis no-op jobs");
-    for &b in &backends {
-        for (i, c) in LEVELS.into_iter().enumerate() {
-            let (e2e, enqueue) = end_to_end(b, &sink, c).await;
-            let noop = apalis_noop(b, c).await;
-            let limit = raw[i].min(raw_db[&(b, c)]);
-            println!(
-                "  {:<10} {c:>2} at once: {e2e:>6.0} jobs/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per job {:.2}x; events recorded {enqueue:.0}/s",
-                b.name(),
-                e2e / raw[i],
-                e2e / limit,
-                noop / e2e,
-            );
-        }
-    }
-
-    println!("\n4. daemon memory (release binary)");
-    for &b in &backends {
-        println!(" {}", b.name());
-        memory(b, &sink).await;
     }
 }

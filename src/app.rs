@@ -319,9 +319,9 @@ impl Deliverer {
     /// errors are returned.
     pub async fn deliver(&self, outbox_id: i64, attempts: u32) -> Result<Delivery, AppError> {
         let started_at = self.clock.now();
-        let Some(row) = self
+        let Some(crate::store::Claimed { row, context }) = self
             .store
-            .claim(outbox_id, attempts, &self.worker_name, started_at)
+            .claim_for_send(outbox_id, attempts, &self.worker_name, started_at)
             .await?
         else {
             debug!(outbox_id, attempts, "nothing owed to this job");
@@ -329,7 +329,7 @@ impl Deliverer {
         };
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
-            let result = match self.prepare(&row).await {
+            let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
                     let t = std::time::Instant::now();
                     let r = self.mailer.send(*message).await;
@@ -421,15 +421,15 @@ impl Deliverer {
     }
 
     /// Renders the mail of `row`, or says why it is no longer worth sending.
-    async fn prepare(&self, row: &crate::store::OutboxRow) -> Result<Prepared, SendError> {
+    fn prepare(
+        &self,
+        row: &crate::store::OutboxRow,
+        context: Result<Option<SubscriptionContext>, StoreError>,
+    ) -> Result<Prepared, SendError> {
         let permanent = |detail: String| SendError::Permanent { code: None, detail };
         let kind = NotificationKind::parse(&row.kind).map_err(permanent)?;
-        let id =
-            SubscriptionId::parse(&row.subscription_id).map_err(|e| permanent(e.to_string()))?;
-        let ctx = self
-            .store
-            .subscription_context(&id)
-            .await
+        SubscriptionId::parse(&row.subscription_id).map_err(|e| permanent(e.to_string()))?;
+        let ctx = context
             .map_err(|e| SendError::Transient {
                 code: None,
                 detail: e.to_string(),

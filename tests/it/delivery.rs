@@ -260,17 +260,34 @@ async fn a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease() {
     let EventOutcome::Queued { outbox_id, .. } = app.event("S1", "ready", None).await else {
         panic!("queued")
     };
-    // A worker claimed it and died before sending (process killed mid-job).
+    // A worker claimed it, with what the mail is made from, and died before sending
+    // (process killed mid-job).
     let claimed = app
         .store
-        .claim(outbox_id, 0, "dead-worker", chrono::Utc::now())
+        .claim_for_send(outbox_id, 0, "dead-worker", chrono::Utc::now())
         .await
-        .unwrap();
-    assert!(claimed.is_some());
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(claimed.row.id, outbox_id);
+    assert_eq!(claimed.row.attempts, 1);
+    assert_eq!(claimed.row.claimed_by.as_deref(), Some("dead-worker"));
+    let sid = renewal_worker::domain::SubscriptionId::parse("S1").unwrap();
+    assert_eq!(
+        claimed.context.unwrap(),
+        app.store.subscription_context(&sid).await.unwrap(),
+        "the context read with the claim is the subscription's"
+    );
     // A second claim of the same attempt is refused: one sender at a time.
     assert!(
         app.store
             .claim(outbox_id, 0, "other", chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        app.store
+            .claim_for_send(outbox_id, 0, "other", chrono::Utc::now())
             .await
             .unwrap()
             .is_none()
