@@ -33,7 +33,9 @@ async fn poll_bench(backend: Backend) {
     );
     // Reopened, as a running daemon would find it: on SQLite the close checkpoints the fill's
     // write-ahead log, which the first poll would otherwise pay for.
+    // On PostgreSQL the same: statistics and a checkpoint.
     store.close().await;
+    db.settle().await;
     let store = app::open_store(&settings).await.expect("reopen");
     println!(
         "  query plan: {}",

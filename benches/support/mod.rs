@@ -86,13 +86,39 @@ impl BenchDb {
                     .await
                     .map_err(|e| e.to_string())?;
                 let admin = pg_admin_url();
+                let (admin, query) = admin.split_once('?').unwrap_or((&admin, ""));
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+                // The server is on this machine: without a word, sqlx would encrypt the
+                // loopback traffic whenever the server offers TLS (sslmode=prefer), a cost no
+                // same-host deployment needs to pay (see the README's Performance section).
+                let query = if query.is_empty() {
+                    "sslmode=disable"
+                } else {
+                    query
+                };
                 Ok(Self {
-                    url: format!("{base}/{name}"),
+                    url: format!("{base}/{name}?{query}"),
                     pg_name: Some(name),
                     _dir: dir,
                 })
             }
+        }
+    }
+
+    /// Lets a freshly bulk-filled PostgreSQL database settle as a running one would be: its
+    /// statistics gathered and its dirty pages written, so that a timed step that follows does
+    /// not pay for the fill (autovacuum and the checkpointer would do the same, unasked).
+    pub async fn settle(&self) {
+        if self.pg_name.is_none() {
+            return;
+        }
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("connect to settle");
+        // One statement each: several in one string run as one transaction, which VACUUM refuses.
+        for sql in ["VACUUM ANALYZE", "CHECKPOINT"] {
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect(sql);
         }
     }
 

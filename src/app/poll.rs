@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use super::AppError;
 use crate::calendar::{Calendar, CalendarRegistry};
 use crate::config::Settings;
-use crate::domain::SubscriptionId;
 use crate::jobs::send_job;
 use crate::model::SubscriptionContext;
 use crate::notify::{NotificationKind, message_id, reminder_key, term_key};
@@ -101,7 +100,7 @@ pub async fn poll(
     let mut report = PollReport::default();
     loop {
         let due = store
-            .due_subscriptions(now, settings.poll.batch_size)
+            .due_subscription_contexts(now, settings.poll.batch_size)
             .await?;
         if due.is_empty() {
             break;
@@ -115,7 +114,7 @@ pub async fn poll(
             Backend::Sqlite => 1,
         };
         let mut handled = futures::stream::iter(due)
-            .map(|id| poll_subscription(store, settings, calendars, id, now))
+            .map(|ctx| poll_subscription(store, settings, calendars, ctx, now))
             .buffer_unordered(parallel);
         while let Some(one) = handled.next().await {
             report.add(&one?);
@@ -135,14 +134,11 @@ async fn poll_subscription(
     store: &Store,
     settings: &Settings,
     calendars: &CalendarRegistry,
-    id: String,
+    ctx: SubscriptionContext,
     now: DateTime<Utc>,
 ) -> Result<PollReport, AppError> {
     let mut report = PollReport::default();
-    let parsed = SubscriptionId::parse(&id).map_err(|e| AppError::Invalid(e.to_string()))?;
-    let Some(ctx) = store.subscription_context(&parsed).await? else {
-        return Ok(report);
-    };
+    let id = ctx.subscription.id.as_str().to_owned();
     match poll_one(store, settings, calendars, &ctx, now, &mut report).await {
         Ok(()) => Ok(report),
         // One subscription's bad data (an unknown calendar) must not stop the others; it is

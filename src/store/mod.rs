@@ -712,12 +712,12 @@ impl Store {
     /// How the database answers the poll's query: it must read the next-due index, never
     /// scan the table.
     pub async fn explain_due_query(&self) -> Result<String, StoreError> {
-        const DUE: &str = "SELECT id FROM subscriptions
-             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?";
+        let due = due_contexts_sql();
+        let due = due.as_str();
         match &self.db {
             Db::Sqlite(p) => {
                 let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(trusted(format!("EXPLAIN QUERY PLAN {DUE}")))
+                    sqlx::query_as(trusted(format!("EXPLAIN QUERY PLAN {due}")))
                         .bind(0i64)
                         .bind(1i64)
                         .fetch_all(p)
@@ -732,7 +732,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 let rows: Vec<String> =
-                    sqlx::query_scalar(trusted(numbered_placeholders(&format!("EXPLAIN {DUE}"))))
+                    sqlx::query_scalar(trusted(numbered_placeholders(&format!("EXPLAIN {due}"))))
                         .bind(0i64)
                         .bind(1i64)
                         .fetch_all(&mut *tx)
@@ -1159,6 +1159,23 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?)
+        })
+    }
+
+    /// The active subscriptions due at `now`, soonest first, with their parties: the poll's
+    /// batch read in one query rather than one per subscription.
+    pub async fn due_subscription_contexts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SubscriptionContext>, StoreError> {
+        db!(self, |p, stmt| {
+            let rows = sqlx::query(stmt(&due_contexts_sql()))
+                .bind(millis(now))
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(rows::context_from_row).collect()
         })
     }
 
@@ -1604,6 +1621,14 @@ impl Store {
 
 /// Marks SQL assembled in this module from constant fragments (column lists, guards,
 /// placeholders): never from input, which is always bound.
+/// The poll's query: due subscriptions with their parties, read through the next-due index.
+fn due_contexts_sql() -> String {
+    rows::CONTEXT_SELECT.replace(
+        "WHERE s.id = ?",
+        "WHERE s.status = 'active' AND s.next_due_at <= ? ORDER BY s.next_due_at LIMIT ?",
+    )
+}
+
 pub(crate) fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
