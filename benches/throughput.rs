@@ -403,11 +403,11 @@ async fn main() {
         sink.port
     );
 
-    let mut raw = Vec::new();
-    let mut raw_db = std::collections::HashMap::new();
-    if section("1") {
-        limits(&sink, &message, &backends, &mut raw, &mut raw_db).await;
-    }
+    let limits = if section("1") {
+        limits(&sink, &message, &backends).await
+    } else {
+        Limits::default()
+    };
 
     if section("2") || section("3") {
         println!("\n2. end to end (event recorded -> mail accepted), and 3. apalis no-op jobs");
@@ -415,8 +415,8 @@ async fn main() {
             for (i, c) in LEVELS.into_iter().enumerate() {
                 let (e2e, enqueue) = end_to_end(b, &sink, c).await;
                 let noop = apalis_noop(b, c).await;
-                let raw_send = raw.get(i).copied().unwrap_or(f64::NAN);
-                let limit = raw_send.min(raw_db.get(&(b, c)).copied().unwrap_or(f64::NAN));
+                let raw_send = limits.sends.get(i).copied().unwrap_or(f64::NAN);
+                let limit = raw_send.min(limits.commits.get(&(b, c)).copied().unwrap_or(f64::NAN));
                 println!(
                     "  {:<10} {c:>2} at once: {e2e:>6.0} jobs/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per job {:.2}x; events recorded {enqueue:.0}/s",
                     b.name(),
@@ -437,19 +437,22 @@ async fn main() {
     }
 }
 
+/// Section 1's figures: raw sends/s per level of `LEVELS`, raw outbox commits/s per store and
+/// level. Empty when the section is not run.
+#[derive(Default)]
+struct Limits {
+    sends: Vec<f64>,
+    commits: std::collections::HashMap<(Backend, usize), f64>,
+}
+
 /// Section 1: raw sends and raw outbox commits, per concurrency level.
-async fn limits(
-    sink: &Sink,
-    message: &lettre::Message,
-    backends: &[Backend],
-    raw: &mut Vec<f64>,
-    raw_db: &mut std::collections::HashMap<(Backend, usize), f64>,
-) {
+async fn limits(sink: &Sink, message: &lettre::Message, backends: &[Backend]) -> Limits {
     println!("\n1. limits");
+    let mut limits = Limits::default();
     for c in LEVELS {
         let r = raw_sends(sink, message.clone(), c).await;
         println!("  raw lettre sends, {c:>2} at once: {r:>7.0}/s");
-        raw.push(r);
+        limits.sends.push(r);
     }
     for &b in backends {
         for c in LEVELS {
@@ -458,7 +461,8 @@ async fn limits(
                 "  {:<10} raw outbox insert+update, {c:>2} at once: {r:>7.0} mails/s",
                 b.name()
             );
-            raw_db.insert((b, c), r);
+            limits.commits.insert((b, c), r);
         }
     }
+    limits
 }

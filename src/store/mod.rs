@@ -6,6 +6,7 @@ mod rows;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use apalis::prelude::{BackendExt, TaskBuilder};
@@ -712,8 +713,7 @@ impl Store {
     /// How the database answers the poll's query: it must read the next-due index, never
     /// scan the table.
     pub async fn explain_due_query(&self) -> Result<String, StoreError> {
-        let due = due_contexts_sql();
-        let due = due.as_str();
+        let due = DUE_CONTEXTS.as_str();
         match &self.db {
             Db::Sqlite(p) => {
                 let rows: Vec<(i64, i64, i64, String)> =
@@ -747,8 +747,7 @@ impl Store {
         &self,
     ) -> Result<Vec<SubscriptionContext>, StoreError> {
         db!(self, |p, stmt| {
-            let sql = rows::CONTEXT_SELECT
-                .replace("WHERE s.id = ?", "WHERE s.status = 'active' ORDER BY s.id");
+            let sql = rows::context_select("WHERE s.status = 'active' ORDER BY s.id");
             let rows = sqlx::query(stmt(&sql)).fetch_all(p).await?;
             rows.iter().map(rows::context_from_row).collect()
         })
@@ -758,9 +757,14 @@ impl Store {
         &self,
         id: &SubscriptionId,
     ) -> Result<Option<SubscriptionContext>, StoreError> {
+        self.context_of(id.as_str()).await
+    }
+
+    /// The context of the subscription with this id as stored (checked when it was written).
+    async fn context_of(&self, id: &str) -> Result<Option<SubscriptionContext>, StoreError> {
         db!(self, |p, stmt| {
-            let row = sqlx::query(stmt(rows::CONTEXT_SELECT))
-                .bind(id.as_str())
+            let row = sqlx::query(stmt(&rows::context_select("WHERE s.id = ?")))
+                .bind(id)
                 .fetch_optional(p)
                 .await?;
             row.map(|r| rows::context_from_row(&r)).transpose()
@@ -1143,25 +1147,6 @@ impl Store {
         })
     }
 
-    /// Subscriptions whose next due instant has come, oldest first.
-    pub async fn due_subscriptions(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<String>, StoreError> {
-        db!(self, |p, stmt| {
-            Ok(sqlx::query_scalar(stmt(
-                "SELECT id FROM subscriptions
-             WHERE status = 'active' AND next_due_at <= ?
-             ORDER BY next_due_at LIMIT ?",
-            ))
-            .bind(millis(now))
-            .bind(i64::from(limit))
-            .fetch_all(p)
-            .await?)
-        })
-    }
-
     /// The active subscriptions due at `now`, soonest first, with their parties: the poll's
     /// batch read in one query rather than one per subscription.
     pub async fn due_subscription_contexts(
@@ -1170,7 +1155,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<SubscriptionContext>, StoreError> {
         db!(self, |p, stmt| {
-            let rows = sqlx::query(stmt(&due_contexts_sql()))
+            let rows = sqlx::query(stmt(&DUE_CONTEXTS))
                 .bind(millis(now))
                 .bind(i64::from(limit))
                 .fetch_all(p)
@@ -1334,36 +1319,11 @@ impl Store {
                 else {
                     return Ok(None);
                 };
-                let context = match SubscriptionId::parse(&row.subscription_id) {
-                    Ok(id) => self.subscription_context(&id).await,
-                    Err(e) => Err(StoreError::Corrupt {
-                        table: "outbox",
-                        id: row.id.to_string(),
-                        detail: format!("subscription_id: {e}"),
-                    }),
-                };
+                let context = self.context_of(&row.subscription_id).await;
                 return Ok(Some(Claimed { row, context }));
             }
         };
-        let context_columns = rows::CONTEXT_SELECT
-            .split_once("FROM")
-            .map(|(select, _)| select.trim_start_matches("SELECT"))
-            .unwrap_or_default();
-        let sql = format!(
-            "WITH claimed AS (
-               UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-                 claimed_by = ?, claimed_at = ?
-               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-               WHERE id = ? AND state = 'pending' AND attempts = ?
-               RETURNING {outbox})
-             SELECT claimed.*, {context_columns}
-             FROM claimed
-             LEFT JOIN subscriptions s ON s.id = claimed.subscription_id
-             LEFT JOIN resellers r ON r.id = s.reseller_id
-             LEFT JOIN customers c ON c.id = s.customer_id",
-            outbox = rows::OUTBOX_COLUMNS,
-        );
-        let Some(r) = sqlx::query(trusted(numbered_placeholders(&sql)))
+        let Some(r) = sqlx::query(sqlx::AssertSqlSafe(CLAIM_FOR_SEND_POSTGRES.as_str()))
             .bind(worker)
             .bind(millis(now))
             .bind(outbox_id)
@@ -1619,16 +1579,34 @@ impl Store {
     }
 }
 
-/// Marks SQL assembled in this module from constant fragments (column lists, guards,
-/// placeholders): never from input, which is always bound.
 /// The poll's query: due subscriptions with their parties, read through the next-due index.
-fn due_contexts_sql() -> String {
-    rows::CONTEXT_SELECT.replace(
-        "WHERE s.id = ?",
+static DUE_CONTEXTS: LazyLock<String> = LazyLock::new(|| {
+    rows::context_select(
         "WHERE s.status = 'active' AND s.next_due_at <= ? ORDER BY s.next_due_at LIMIT ?",
     )
-}
+});
 
+/// [`Store::claim_for_send`] on PostgreSQL, made once: it runs for every mail.
+static CLAIM_FOR_SEND_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    numbered_placeholders(&format!(
+        "WITH claimed AS (
+           UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+             claimed_by = ?, claimed_at = ?
+           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+           WHERE id = ? AND state = 'pending' AND attempts = ?
+           RETURNING {outbox})
+         SELECT claimed.*, {context}
+         FROM claimed
+         LEFT JOIN subscriptions s ON s.id = claimed.subscription_id
+         LEFT JOIN resellers r ON r.id = s.reseller_id
+         LEFT JOIN customers c ON c.id = s.customer_id",
+        outbox = rows::OUTBOX_COLUMNS,
+        context = rows::CONTEXT_COLUMNS,
+    ))
+});
+
+/// Marks SQL assembled in this module from constant fragments (column lists, guards,
+/// placeholders): never from input, which is always bound.
 pub(crate) fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }

@@ -64,15 +64,25 @@ pub(super) fn outbox_from_row(r: &impl DbRow) -> Result<OutboxRow, StoreError> {
     })
 }
 
-pub(super) const CONTEXT_SELECT: &str = "SELECT
+/// The columns [`context_from_row`] reads, over `subscriptions s`, `resellers r` and
+/// `customers c`.
+pub(super) const CONTEXT_COLUMNS: &str = "
     s.id AS s_id, s.product_id, s.plan, s.billing, s.seats, s.assigned_licenses, s.term_start,
     s.term_end, s.auto_renew, s.notify_email, s.status, s.disable_effective_term_end,
     r.id AS r_id, r.name AS r_name, r.email AS r_email, r.csn, r.timezone, r.calendar,
-    c.id AS c_id, c.name AS c_name, c.email AS c_email
+    c.id AS c_id, c.name AS c_name, c.email AS c_email";
+
+/// Subscriptions with their parties, those that `filter` (a WHERE clause and what follows)
+/// keeps.
+pub(super) fn context_select(filter: &str) -> String {
+    format!(
+        "SELECT {CONTEXT_COLUMNS}
   FROM subscriptions s
   JOIN resellers r ON r.id = s.reseller_id
   JOIN customers c ON c.id = s.customer_id
-  WHERE s.id = ?";
+  {filter}"
+    )
+}
 
 pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, StoreError> {
     let sid: String = r.col("s_id")?;

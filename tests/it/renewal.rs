@@ -245,11 +245,14 @@ async fn auto_renew_off_gets_no_reminders_and_ends_once() {
             .all(|r| r.last_error.as_deref() == Some("auto-renew is off"))
     );
     // Ended: later polls do nothing for it.
-    let due = app
+    let due: Vec<String> = app
         .store
-        .due_subscriptions(utc("2030-01-01T00:00:00Z"), 10)
+        .due_subscription_contexts(utc("2030-01-01T00:00:00Z"), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|c| c.subscription.id.as_str().to_owned())
+        .collect();
     assert!(!due.contains(&"T1".to_owned()), "{due:?}");
 }
 
