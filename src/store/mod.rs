@@ -3,6 +3,7 @@
 
 mod jobs;
 mod rows;
+mod ticker;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::domain::SubscriptionId;
 use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
+use ticker::Ticker;
 
 pub use jobs::JobRow;
 pub use rows::OutboxRow;
@@ -276,13 +278,9 @@ pub struct QueueOptions {
 }
 
 /// The job queue of a SQLite store, ready for an apalis worker.
-pub type SqliteQueue<T> =
-    apalis::prelude::PollWith<apalis_sqlite::SqliteStorage<T>, apalis::prelude::IntervalStrategy>;
+pub type SqliteQueue<T> = apalis::prelude::PollWith<apalis_sqlite::SqliteStorage<T>, Ticker>;
 /// The job queue of a PostgreSQL store, ready for an apalis worker.
-pub type PostgresQueue<T> = apalis::prelude::PollWith<
-    apalis_postgres::PostgresStorage<T>,
-    apalis::prelude::IntervalStrategy,
->;
+pub type PostgresQueue<T> = apalis::prelude::PollWith<apalis_postgres::PostgresStorage<T>, Ticker>;
 
 /// A job queue on whichever backend the store uses.
 pub enum JobQueue<T> {
@@ -493,7 +491,7 @@ impl Store {
                 JobQueue::Sqlite(
                     apalis_sqlite::SqliteStorage::new(p)
                         .with_config(config)
-                        .poll_with_interval(options.poll_interval),
+                        .poll_with_strategy(Ticker::new(options.poll_interval)),
                 )
             }
             Db::Postgres(p) => {
@@ -505,7 +503,7 @@ impl Store {
                 JobQueue::Postgres(
                     apalis_postgres::PostgresStorage::new(p)
                         .with_config(config)
-                        .poll_with_interval(options.poll_interval),
+                        .poll_with_strategy(Ticker::new(options.poll_interval)),
                 )
             }
         }
