@@ -19,7 +19,7 @@ use crate::model::SubscriptionContext;
 use crate::notify::{NotificationKind, message_id, reminder_key, term_key};
 use crate::renewal::plan::{Action, SkipReason, plan, term_end_instant};
 use crate::renewal::{self, RenewalPolicy, TimelineInput};
-use crate::store::{Backend, NewNotification, RenewalUpdate, Store, TermChange};
+use crate::store::{Applied, Backend, NewNotification, RenewalUpdate, Store, TermChange};
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -44,8 +44,12 @@ impl PollReport {
     }
 }
 
-/// Subscriptions a poll handles at once on PostgreSQL.
+/// Groups of subscriptions a poll records at once on PostgreSQL.
 const POLL_PARALLELISM: usize = 8;
+
+/// Subscriptions recorded in one transaction (one commit): enough that commits stop
+/// mattering, few enough that a group holds its row locks briefly.
+const POLL_GROUP: usize = 50;
 
 /// Upper bound of terms caught up for one subscription in one poll (a daemon down for years).
 const MAX_TERMS_PER_POLL: usize = 20;
@@ -106,15 +110,21 @@ pub async fn poll(
             break;
         }
         let batch = due.len();
-        // Subscriptions are independent (each is written in a transaction of its own, guarded
-        // by its term end), so on PostgreSQL several are handled at once and their round trips
-        // and commits overlap. SQLite has one writer at a time: there they go one by one.
+        // Subscriptions are independent (each one's writes are guarded by its term end), so
+        // they are recorded in groups that share a transaction and its commit. On PostgreSQL
+        // several groups are in flight at once, overlapping their round trips; SQLite has one
+        // writer at a time: there they go one after the other.
         let parallel = match store.backend() {
             Backend::Postgres => POLL_PARALLELISM,
             Backend::Sqlite => 1,
         };
-        let mut handled = futures::stream::iter(due)
-            .map(|ctx| poll_subscription(store, settings, calendars, ctx, now))
+        let mut due = due.into_iter();
+        let groups = std::iter::from_fn(|| {
+            let group: Vec<_> = due.by_ref().take(POLL_GROUP).collect();
+            (!group.is_empty()).then_some(group)
+        });
+        let mut handled = futures::stream::iter(groups)
+            .map(|group| poll_group(store, settings, calendars, group, now))
             .buffer_unordered(parallel);
         while let Some(one) = handled.next().await {
             report.add(&one?);
@@ -129,216 +139,287 @@ pub async fn poll(
     Ok(report)
 }
 
-/// Plans and records one subscription's due work; its report.
-async fn poll_subscription(
+/// One planned step of one subscription: what to record, and where its timeline goes on from
+/// if the step is recorded and more is due at once.
+struct Step {
+    update: RenewalUpdate,
+    then: Option<TimelineInput>,
+}
+
+/// Plans, then records in one transaction, the due work of a group of subscriptions.
+async fn poll_group(
     store: &Store,
     settings: &Settings,
     calendars: &CalendarRegistry,
-    ctx: SubscriptionContext,
+    mut group: Vec<SubscriptionContext>,
     now: DateTime<Utc>,
 ) -> Result<PollReport, AppError> {
+    // Polls on other hosts may hold some of these subscriptions in their own groups: taking
+    // the row locks in one order everywhere means they wait for each other, never deadlock.
+    group.sort_by(|a, b| a.subscription.id.as_str().cmp(b.subscription.id.as_str()));
     let mut report = PollReport::default();
-    let id = ctx.subscription.id.as_str().to_owned();
-    match poll_one(store, settings, calendars, &ctx, now, &mut report).await {
-        Ok(()) => Ok(report),
-        // One subscription's bad data (an unknown calendar) must not stop the others; it is
-        // retried in an hour and reported each time.
-        Err(AppError::Calendar(e)) => {
-            warn!(subscription = %id, error = %e, "cannot plan renewal; retrying in 1 h");
-            store
-                .apply_renewal(
-                    &RenewalUpdate {
-                        subscription_id: id.clone(),
+    let mut steps = Vec::with_capacity(group.len());
+    for ctx in &group {
+        match plan_first_step(settings, calendars, ctx, now) {
+            Ok(step) => {
+                report.subscriptions += 1;
+                steps.push(step);
+            }
+            // One subscription's bad data (an unknown calendar) must not stop the others; it is
+            // retried in an hour and reported each time.
+            Err(AppError::Calendar(e)) => {
+                warn!(subscription = %ctx.subscription.id, error = %e, "cannot plan renewal; retrying in 1 h");
+                steps.push(Step {
+                    update: RenewalUpdate {
+                        subscription_id: ctx.subscription.id.as_str().to_owned(),
                         expected_term_end: ctx.subscription.term_end,
                         notifications: Vec::new(),
                         change: TermChange::None,
                         cancel_pending_reminders: None,
                         next_due_at: Some(now + chrono::Duration::hours(1)),
                     },
-                    now,
-                    |i, a| send_job(i, a, Duration::ZERO),
-                )
-                .await?;
-            Ok(report)
+                    then: None,
+                });
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
+    }
+    let (updates, thens): (Vec<RenewalUpdate>, Vec<_>) =
+        steps.into_iter().map(|s| (s.update, s.then)).unzip();
+    let applied = match store.apply_renewals(&updates, now, send_now).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            // A conflict with a concurrent poll (a deadlock between two groups) or one bad row
+            // must not hold back the rest: one at a time, each in its own transaction.
+            warn!(error = %e, subscriptions = updates.len(), "recording a group failed; one at a time");
+            let mut applied = Vec::with_capacity(updates.len());
+            for u in &updates {
+                applied.push(store.apply_renewal(u, now, send_now).await?);
+            }
+            applied
+        }
+    };
+    for (((update, then), applied), ctx) in updates.iter().zip(thens).zip(applied).zip(group) {
+        count(&mut report, update, applied);
+        if let (true, Some(input)) = (applied.applied, then) {
+            // A renewal left the new term's work due already (a long downtime): go on.
+            poll_on(store, settings, calendars, &ctx, input, now, &mut report).await?;
+        }
+    }
+    Ok(report)
+}
+
+fn send_now(outbox_id: i64, attempts: u32) -> crate::store::QueuedJob {
+    send_job(outbox_id, attempts, Duration::ZERO)
+}
+
+fn count(report: &mut PollReport, update: &RenewalUpdate, applied: Applied) {
+    if !applied.applied {
+        report.conflicts += 1;
+        return;
+    }
+    report.mails_queued += applied.queued;
+    report.reminders_skipped += applied.skipped + applied.cancelled;
+    match update.change {
+        TermChange::Renew(_) => report.renewed += 1,
+        TermChange::End => report.ended += 1,
+        TermChange::None => {}
     }
 }
 
-async fn poll_one(
-    store: &Store,
+fn calendar_of(
     settings: &Settings,
     calendars: &CalendarRegistry,
     ctx: &SubscriptionContext,
-    now: DateTime<Utc>,
-    report: &mut PollReport,
-) -> Result<(), AppError> {
-    let calendar_name = ctx
+) -> Result<std::sync::Arc<Calendar>, AppError> {
+    let name = ctx
         .reseller
         .calendar
         .as_deref()
         .unwrap_or(&settings.calendar.default);
-    let calendar = calendars.get(calendar_name)?;
-    let policy = &settings.renewal;
-    let sid = ctx.subscription.id.as_str();
-    let mut input = timeline_input(ctx);
-    report.subscriptions += 1;
-    for _ in 0..MAX_TERMS_PER_POLL {
-        let actions = plan(&input, &calendar, policy, now)?;
-        let mut notifications = Vec::new();
-        let mut change = TermChange::None;
-        let domain = &settings.mail.message_id_domain;
-        let owed =
-            |key: String, kind: NotificationKind, payload: serde_json::Value| NewNotification {
-                message_id: message_id(&key, domain),
-                key,
-                kind: kind.as_str().to_owned(),
-                subscription_id: sid.to_owned(),
-                recipients: kind
-                    .recipients(ctx)
-                    .iter()
-                    .map(|e| e.as_str().to_owned())
-                    .collect(),
-                payload,
-            };
-        let reminder_payload = |term_end: chrono::NaiveDate,
-                                offset: String|
-         -> Result<serde_json::Value, AppError> {
-            let cutoff = renewal::cutoff_date(term_end, &calendar, policy.cutoff_business_days)?;
-            let cutoff_at = renewal::cutoff_instant(cutoff, input.tz);
-            let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&input.tz);
-            let cc: Vec<&str> = if policy.reminder_cc_customer {
-                vec![ctx.customer.email.as_str()]
-            } else {
-                vec![]
-            };
-            Ok(json!({
-                "term_end": term_end,
-                "offset": offset,
-                "cutoff_date": cutoff,
-                "cutoff_at": cutoff_at.with_timezone(&input.tz).to_rfc3339(),
-                "cutoff_deadline": format!("{} ({})", last_minute.format("%A %Y-%m-%d, %H:%M %Z"), input.tz.name()),
-                "timezone": input.tz.name(),
-                "cc": cc,
-            }))
-        };
-        let auto_renew_off = !input.auto_renew || input.disable_effective_term_end.is_some();
-        if auto_renew_off && now < term_end_instant(&input) {
-            // Reminders not yet due will never be sent either: record them as skipped now, so
-            // the outbox shows why, and nothing later re-plans them.
-            for r in renewal::reminders(input.term_end, &calendar, input.tz, policy)? {
-                let offset = r.offset.to_string();
-                notifications.push((
-                    owed(
-                        reminder_key(sid, input.term_end, &offset),
-                        NotificationKind::RenewalReminder,
-                        reminder_payload(input.term_end, offset)?,
-                    ),
-                    Some(reason_text(SkipReason::AutoRenewOff).to_owned()),
-                ));
-            }
-        }
-        for action in &actions {
-            match action {
-                Action::SendReminder {
-                    term_end, offset, ..
-                } => {
-                    let offset = offset.to_string();
-                    notifications.push((
-                        owed(
-                            reminder_key(sid, *term_end, &offset),
-                            NotificationKind::RenewalReminder,
-                            reminder_payload(*term_end, offset)?,
-                        ),
-                        None,
-                    ));
-                }
-                Action::SkipReminder {
-                    term_end,
-                    offset,
-                    reason,
-                } => {
-                    let offset = offset.to_string();
-                    notifications.push((
-                        owed(
-                            reminder_key(sid, *term_end, &offset),
-                            NotificationKind::RenewalReminder,
-                            reminder_payload(*term_end, offset)?,
-                        ),
-                        Some(reason_text(*reason).to_owned()),
-                    ));
-                }
-                Action::Renew {
-                    term_end,
-                    new_term_end,
-                } => {
-                    let renews_again = match input.disable_effective_term_end {
-                        Some(stop) => stop > *new_term_end,
-                        None => input.auto_renew,
-                    };
-                    notifications.push((
-                        owed(
-                            term_key(sid, NotificationKind::SubscriptionRenewed, *term_end),
-                            NotificationKind::SubscriptionRenewed,
-                            json!({"term_end": term_end, "new_term_start": term_end,
-                                   "new_term_end": new_term_end, "renews_again": renews_again}),
-                        ),
-                        None,
-                    ));
-                    change = TermChange::Renew(*new_term_end);
-                }
-                Action::End { term_end } => {
-                    notifications.push((
-                        owed(
-                            term_key(sid, NotificationKind::SubscriptionEnded, *term_end),
-                            NotificationKind::SubscriptionEnded,
-                            json!({"term_end": term_end}),
-                        ),
-                        None,
-                    ));
-                    change = TermChange::End;
-                }
-            }
-        }
-        let mut next = input.clone();
-        if let TermChange::Renew(end) = change {
-            next.term_end = end;
-        }
-        let next_due_at = match change {
-            TermChange::End => None,
-            _ => Some(next_due(&next, &calendar, policy, now)?),
-        };
-        let applied = store
-            .apply_renewal(
-                &RenewalUpdate {
-                    subscription_id: sid.to_owned(),
-                    expected_term_end: input.term_end,
-                    notifications,
-                    change,
-                    cancel_pending_reminders: auto_renew_off
-                        .then(|| reason_text(SkipReason::AutoRenewOff).to_owned()),
-                    next_due_at,
-                },
-                now,
-                |i, a| send_job(i, a, Duration::ZERO),
-            )
-            .await?;
-        if !applied.applied {
-            report.conflicts += 1;
-            return Ok(());
-        }
-        report.mails_queued += applied.queued;
-        report.reminders_skipped += applied.skipped + applied.cancelled;
-        match change {
-            TermChange::Renew(_) => report.renewed += 1,
-            TermChange::End => report.ended += 1,
-            TermChange::None => {}
-        }
-        // A renewal may leave the new term's work due already (a long downtime): go on.
-        match next_due_at {
-            Some(t) if t <= now && matches!(change, TermChange::Renew(_)) => input = next,
+    Ok(calendars.get(name)?)
+}
+
+fn plan_first_step(
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    ctx: &SubscriptionContext,
+    now: DateTime<Utc>,
+) -> Result<Step, AppError> {
+    let calendar = calendar_of(settings, calendars, ctx)?;
+    plan_step(settings, &calendar, ctx, &timeline_input(ctx), now)
+}
+
+/// Goes on with a subscription after a recorded renewal, one step (one term) at a time.
+async fn poll_on(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    ctx: &SubscriptionContext,
+    mut input: TimelineInput,
+    now: DateTime<Utc>,
+    report: &mut PollReport,
+) -> Result<(), AppError> {
+    let calendar = calendar_of(settings, calendars, ctx)?;
+    // The first term was the group's step.
+    for _ in 1..MAX_TERMS_PER_POLL {
+        let step = plan_step(settings, &calendar, ctx, &input, now)?;
+        let applied = store.apply_renewal(&step.update, now, send_now).await?;
+        count(report, &step.update, applied);
+        match (applied.applied, step.then) {
+            (true, Some(next)) => input = next,
             _ => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// Plans one step of one subscription's timeline as of `now`: the mail owed or skipped, the
+/// term change and the next due instant. Pure: nothing is read or written.
+fn plan_step(
+    settings: &Settings,
+    calendar: &Calendar,
+    ctx: &SubscriptionContext,
+    input: &TimelineInput,
+    now: DateTime<Utc>,
+) -> Result<Step, AppError> {
+    let policy = &settings.renewal;
+    let sid = ctx.subscription.id.as_str();
+    let actions = plan(input, calendar, policy, now)?;
+    let mut notifications = Vec::new();
+    let mut change = TermChange::None;
+    let domain = &settings.mail.message_id_domain;
+    let owed = |key: String, kind: NotificationKind, payload: serde_json::Value| NewNotification {
+        message_id: message_id(&key, domain),
+        key,
+        kind: kind.as_str().to_owned(),
+        subscription_id: sid.to_owned(),
+        recipients: kind
+            .recipients(ctx)
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect(),
+        payload,
+    };
+    let reminder_payload = |term_end: chrono::NaiveDate,
+                            offset: String|
+     -> Result<serde_json::Value, AppError> {
+        let cutoff = renewal::cutoff_date(term_end, calendar, policy.cutoff_business_days)?;
+        let cutoff_at = renewal::cutoff_instant(cutoff, input.tz);
+        let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&input.tz);
+        let cc: Vec<&str> = if policy.reminder_cc_customer {
+            vec![ctx.customer.email.as_str()]
+        } else {
+            vec![]
+        };
+        Ok(json!({
+            "term_end": term_end,
+            "offset": offset,
+            "cutoff_date": cutoff,
+            "cutoff_at": cutoff_at.with_timezone(&input.tz).to_rfc3339(),
+            "cutoff_deadline": format!("{} ({})", last_minute.format("%A %Y-%m-%d, %H:%M %Z"), input.tz.name()),
+            "timezone": input.tz.name(),
+            "cc": cc,
+        }))
+    };
+    let auto_renew_off = !input.auto_renew || input.disable_effective_term_end.is_some();
+    if auto_renew_off && now < term_end_instant(input) {
+        // Reminders not yet due will never be sent either: record them as skipped now, so
+        // the outbox shows why, and nothing later re-plans them.
+        for r in renewal::reminders(input.term_end, calendar, input.tz, policy)? {
+            let offset = r.offset.to_string();
+            notifications.push((
+                owed(
+                    reminder_key(sid, input.term_end, &offset),
+                    NotificationKind::RenewalReminder,
+                    reminder_payload(input.term_end, offset)?,
+                ),
+                Some(reason_text(SkipReason::AutoRenewOff).to_owned()),
+            ));
+        }
+    }
+    for action in &actions {
+        match action {
+            Action::SendReminder {
+                term_end, offset, ..
+            } => {
+                let offset = offset.to_string();
+                notifications.push((
+                    owed(
+                        reminder_key(sid, *term_end, &offset),
+                        NotificationKind::RenewalReminder,
+                        reminder_payload(*term_end, offset)?,
+                    ),
+                    None,
+                ));
+            }
+            Action::SkipReminder {
+                term_end,
+                offset,
+                reason,
+            } => {
+                let offset = offset.to_string();
+                notifications.push((
+                    owed(
+                        reminder_key(sid, *term_end, &offset),
+                        NotificationKind::RenewalReminder,
+                        reminder_payload(*term_end, offset)?,
+                    ),
+                    Some(reason_text(*reason).to_owned()),
+                ));
+            }
+            Action::Renew {
+                term_end,
+                new_term_end,
+            } => {
+                let renews_again = match input.disable_effective_term_end {
+                    Some(stop) => stop > *new_term_end,
+                    None => input.auto_renew,
+                };
+                notifications.push((
+                    owed(
+                        term_key(sid, NotificationKind::SubscriptionRenewed, *term_end),
+                        NotificationKind::SubscriptionRenewed,
+                        json!({"term_end": term_end, "new_term_start": term_end,
+                                   "new_term_end": new_term_end, "renews_again": renews_again}),
+                    ),
+                    None,
+                ));
+                change = TermChange::Renew(*new_term_end);
+            }
+            Action::End { term_end } => {
+                notifications.push((
+                    owed(
+                        term_key(sid, NotificationKind::SubscriptionEnded, *term_end),
+                        NotificationKind::SubscriptionEnded,
+                        json!({"term_end": term_end}),
+                    ),
+                    None,
+                ));
+                change = TermChange::End;
+            }
+        }
+    }
+    let mut next = input.clone();
+    if let TermChange::Renew(end) = change {
+        next.term_end = end;
+    }
+    let next_due_at = match change {
+        TermChange::End => None,
+        _ => Some(next_due(&next, calendar, policy, now)?),
+    };
+    let update = RenewalUpdate {
+        subscription_id: sid.to_owned(),
+        expected_term_end: input.term_end,
+        notifications,
+        change,
+        cancel_pending_reminders: auto_renew_off
+            .then(|| reason_text(SkipReason::AutoRenewOff).to_owned()),
+        next_due_at,
+    };
+    let then = match next_due_at {
+        Some(t) if t <= now && matches!(change, TermChange::Renew(_)) => Some(next),
+        _ => None,
+    };
+    Ok(Step { update, then })
 }

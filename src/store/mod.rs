@@ -1170,77 +1170,100 @@ impl Store {
         now: DateTime<Utc>,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Applied, StoreError> {
+        let mut applied = self
+            .apply_renewals(std::slice::from_ref(u), now, job_for)
+            .await?;
+        Ok(applied.pop().unwrap_or_default())
+    }
+
+    /// [`Store::apply_renewal`] for several subscriptions in one transaction, so that they
+    /// share one commit; what was applied to each, in order. Any error rolls back all of them.
+    pub async fn apply_renewals(
+        &self,
+        updates: &[RenewalUpdate],
+        now: DateTime<Utc>,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<Vec<Applied>, StoreError> {
         db!(self, |p, stmt| {
-            let mut tx = p.begin().await?;
-            let next_due = u.next_due_at.map(millis).unwrap_or(i64::MAX);
-            let (term_end, status) = match u.change {
-                TermChange::None => (u.expected_term_end, "active"),
-                TermChange::Renew(end) => (end, "active"),
-                TermChange::End => (u.expected_term_end, "ended"),
-            };
-            let moved = sqlx::query(stmt(
+            let move_term = sqlx::SqlSafeStr::into_sql_str(stmt(
                 "UPDATE subscriptions SET term_end = ?, status = ?, next_due_at = ?
-             WHERE id = ? AND term_end = ? AND status = 'active'",
-            ))
-            .bind(term_end)
-            .bind(status)
-            .bind(next_due)
-            .bind(&u.subscription_id)
-            .bind(u.expected_term_end)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved == 0 {
-                return Ok(Applied::default());
-            }
-            let mut applied = Applied {
-                applied: true,
-                ..Applied::default()
-            };
-            if let Some(reason) = &u.cancel_pending_reminders {
-                applied.cancelled = sqlx::query(stmt(
-                    "UPDATE outbox SET state = 'skipped', last_error = ?
+                 WHERE id = ? AND term_end = ? AND status = 'active'",
+            ));
+            let cancel = sqlx::SqlSafeStr::into_sql_str(stmt(
+                "UPDATE outbox SET state = 'skipped', last_error = ?
                  WHERE subscription_id = ? AND kind = 'renewal_reminder' AND state = 'pending'",
-                ))
-                .bind(reason)
-                .bind(&u.subscription_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as u32;
-            }
-            for (n, skip) in &u.notifications {
-                let recipients =
-                    serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
-                let inserted: Option<i64> = sqlx::query_scalar(
-                stmt("INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
+            ));
+            let insert = sqlx::SqlSafeStr::into_sql_str(stmt(
+                "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, message_id,
                    state, attempts, next_attempt_at, created_at, last_error)
                  VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
                  ON CONFLICT (key) DO NOTHING
-                 RETURNING id"),
-            )
-            .bind(&n.key)
-            .bind(&n.kind)
-            .bind(&n.subscription_id)
-            .bind(recipients)
-            .bind(n.payload.to_string())
-            .bind(&n.message_id)
-            .bind(if skip.is_some() { "skipped" } else { "pending" })
-            .bind(millis(now))
-            .bind(millis(now))
-            .bind(skip.as_deref())
-            .fetch_optional(&mut *tx)
-            .await?;
-                match (inserted, skip) {
-                    (Some(id), None) => {
-                        push_job(&mut tx, &job_for(id, 0)).await?;
-                        applied.queued += 1;
-                    }
-                    (Some(_), Some(_)) => applied.skipped += 1,
-                    (None, _) => {}
+                 RETURNING id",
+            ));
+            let mut tx = p.begin().await?;
+            let mut out = Vec::with_capacity(updates.len());
+            for u in updates {
+                let next_due = u.next_due_at.map(millis).unwrap_or(i64::MAX);
+                let (term_end, status) = match u.change {
+                    TermChange::None => (u.expected_term_end, "active"),
+                    TermChange::Renew(end) => (end, "active"),
+                    TermChange::End => (u.expected_term_end, "ended"),
+                };
+                let moved = sqlx::query(move_term.clone())
+                    .bind(term_end)
+                    .bind(status)
+                    .bind(next_due)
+                    .bind(&u.subscription_id)
+                    .bind(u.expected_term_end)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved == 0 {
+                    // Another poll moved the term meanwhile: nothing of this one applies.
+                    out.push(Applied::default());
+                    continue;
                 }
+                let mut applied = Applied {
+                    applied: true,
+                    ..Applied::default()
+                };
+                if let Some(reason) = &u.cancel_pending_reminders {
+                    applied.cancelled = sqlx::query(cancel.clone())
+                        .bind(reason)
+                        .bind(&u.subscription_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected() as u32;
+                }
+                for (n, skip) in &u.notifications {
+                    let recipients =
+                        serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
+                    let inserted: Option<i64> = sqlx::query_scalar(insert.clone())
+                        .bind(&n.key)
+                        .bind(&n.kind)
+                        .bind(&n.subscription_id)
+                        .bind(recipients)
+                        .bind(n.payload.to_string())
+                        .bind(&n.message_id)
+                        .bind(if skip.is_some() { "skipped" } else { "pending" })
+                        .bind(millis(now))
+                        .bind(millis(now))
+                        .bind(skip.as_deref())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match (inserted, skip) {
+                        (Some(id), None) => {
+                            push_job(&mut tx, &job_for(id, 0)).await?;
+                            applied.queued += 1;
+                        }
+                        (Some(_), Some(_)) => applied.skipped += 1,
+                        (None, _) => {}
+                    }
+                }
+                out.push(applied);
             }
             tx.commit().await?;
-            Ok(applied)
+            Ok(out)
         })
     }
 

@@ -456,10 +456,11 @@ async fn the_daemon_polls_on_its_schedule_and_on_request() {
 on_both_backends!(async polls_on_several_hosts_at_once_record_each_mail_and_renewal_once);
 async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
     let app = TestApp::new(None, "").await;
-    // 40 subscriptions whose term ends (and renews) at the same instant, after all reminders.
-    let subs: Vec<String> = (0..40)
+    // 120 subscriptions whose term ends (and renews) at the same instant, after all reminders:
+    // more than one group (of those a poll records in one transaction) each.
+    let subs: Vec<String> = (0..120)
         .map(|i| {
-            let one = subscription(&format!("M{i:02}"), "2025-12-28", "2026-12-28", true);
+            let one = subscription(&format!("M{i:03}"), "2025-12-28", "2026-12-28", true);
             let start = one.find("[{").unwrap() + 1;
             one[start..one.rfind("}]").unwrap() + 1].to_owned()
         })
@@ -489,8 +490,8 @@ async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
         renewed += report.renewed;
         queued += report.mails_queued;
     }
-    // The 40, and the fixture's S1, whose term ends that day too.
-    assert_eq!(renewed, 41, "each term moved by exactly one of the polls");
+    // The 120, and the fixture's S1, whose term ends that day too.
+    assert_eq!(renewed, 121, "each term moved by exactly one of the polls");
     let owed: Vec<OutboxRow> = app
         .store
         .outbox_for_subscription(None)
@@ -503,8 +504,8 @@ async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
         .iter()
         .filter(|r| r.key.ends_with("/subscription_renewed/2026-12-28"))
         .count();
-    assert_eq!(renewed_mails, 41, "one renewed mail each");
+    assert_eq!(renewed_mails, 121, "one renewed mail each");
     // (S2's 30-day reminder falls due then as well.)
-    assert_eq!(owed.len(), 42);
-    assert_eq!(queued, 42, "no poll counted a mail another one recorded");
+    assert_eq!(owed.len(), 122);
+    assert_eq!(queued, 122, "no poll counted a mail another one recorded");
 }
