@@ -314,11 +314,37 @@ impl Deliverer {
         Ok((mail, message))
     }
 
+    /// Records a finished attempt. The mail may already be with the server, and only this
+    /// record keeps it from being sent again once the claim's lease runs out: so store errors
+    /// (SQLite still busy after its timeout, a lost connection) are retried until the lease
+    /// is nearly over.
+    async fn record_attempt(
+        &self,
+        attempt: FinishedAttempt,
+        claimed: std::time::Instant,
+    ) -> Result<bool, StoreError> {
+        let lease = self.settings.worker.sending_lease;
+        let give_up = claimed + lease.saturating_sub(lease / 10);
+        let mut wait = std::time::Duration::from_millis(50);
+        loop {
+            match self.store.finish_attempt(&attempt).await {
+                Ok(kept) => return Ok(kept),
+                Err(e) if std::time::Instant::now() + wait < give_up => {
+                    warn!(error = %e, retry_in = ?wait, "recording the attempt failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends the mail of one outbox row if it is still owed to this job, and records the
     /// attempt. Mail failures are handled here (retry with backoff, or give up); only store
     /// errors are returned.
     pub async fn deliver(&self, outbox_id: i64, attempts: u32) -> Result<Delivery, AppError> {
         let started_at = self.clock.now();
+        let claimed = std::time::Instant::now();
         let Some(crate::store::Claimed { row, context }) = self
             .store
             .claim_for_send(outbox_id, attempts, &self.worker_name, started_at)
@@ -388,15 +414,17 @@ impl Deliverer {
                 }
             };
             let kept = self
-                .store
-                .finish_attempt(&FinishedAttempt {
-                    outbox_id,
-                    attempt,
-                    worker: self.worker_name.clone(),
-                    started_at,
-                    finished_at,
-                    outcome,
-                })
+                .record_attempt(
+                    FinishedAttempt {
+                        outbox_id,
+                        attempt,
+                        worker: self.worker_name.clone(),
+                        started_at,
+                        finished_at,
+                        outcome,
+                    },
+                    claimed,
+                )
                 .await?;
             if !kept {
                 warn!("claim lost while sending (lease expired); outcome kept as an attempt only");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use apalis::prelude::*;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use std::str::FromStr;
 
@@ -49,7 +49,21 @@ pub enum WorkerError {
 }
 
 async fn handle_send(job: SendMail, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
-    let result = deliverer.deliver(job.outbox_id, job.attempts).await;
+    // The delivery is a task of its own, so that it finishes even if the job is dropped (the
+    // job timeout; a queue worker that stops on a database error drops the jobs it runs): a
+    // mail handed to the server is then still recorded, not left to be sent again when its
+    // claim's lease runs out.
+    let delivery = {
+        let deliverer = Arc::clone(&deliverer);
+        tokio::spawn(
+            async move { deliverer.deliver(job.outbox_id, job.attempts).await }.in_current_span(),
+        )
+    };
+    let result = match delivery.await {
+        Ok(result) => result,
+        // Never aborted: only a panic ends it early, and it is this job's panic.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     deliverer.metrics.job("send", result.is_ok());
     match result {
         Ok(Delivery::Failed { reason }) => {

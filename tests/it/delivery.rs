@@ -305,6 +305,80 @@ async fn a_mail_claimed_by_a_worker_that_died_is_sent_after_its_lease() {
     assert_eq!(row.attempts, 2, "the lost attempt counts");
 }
 
+on_both_backends!(async a_mail_sent_while_the_database_is_unavailable_is_recorded_not_resent);
+async fn a_mail_sent_while_the_database_is_unavailable_is_recorded_not_resent() {
+    use sqlx::Connection;
+    let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(1000)));
+    let mut app = TestApp::new(
+        Some(&sink),
+        "sending_lease = \"6s\"\njob_timeout = \"5s\"\n",
+    )
+    .await;
+    // The daemon gives up waiting for a busy SQLite file after 200 ms; it reaches PostgreSQL
+    // through a relay the test can cut (the test keeps its own direct connection).
+    app.settings.database.busy_timeout = Duration::from_millis(200);
+    let proxy = match backend() {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let mut url = url::Url::parse(&app.settings.database.url).unwrap();
+            let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+            let proxy = TcpProxy::start(target).await;
+            url.set_port(Some(proxy.port)).unwrap();
+            url.set_host(Some("127.0.0.1")).unwrap();
+            app.settings.database.url = url.to_string();
+            Some(proxy)
+        }
+    };
+    app.event("S1", "ready", None).await;
+    app.start("w-unrecorded");
+    assert!(
+        eventually(WAIT, || sink.data_starts() == 1).await,
+        "mail in flight"
+    );
+    // While the server takes the mail, the database becomes unavailable to the daemon: a
+    // writer holds SQLite's lock, or the network to PostgreSQL is cut.
+    let writer = match &proxy {
+        Some(proxy) => {
+            proxy.cut();
+            None
+        }
+        None => {
+            let mut c = sqlx::SqliteConnection::connect(&app.settings.database.url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Some(c)
+        }
+    };
+    assert!(eventually(WAIT, || sink.received().len() == 1).await);
+    // Long enough for several failed tries to record it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match (&proxy, writer) {
+        (Some(proxy), _) => proxy.restore(),
+        (None, Some(mut c)) => {
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        }
+        (None, None) => unreachable!("one of the two"),
+    }
+    assert!(
+        eventually_async(WAIT, || async {
+            app.outbox().await[0].state == OutboxState::Sent
+        })
+        .await,
+        "recorded as sent once the database is back"
+    );
+    // Past the claim's lease: a mail left unrecorded would have been sent again by now.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), 1, "sent once");
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(row.attempts, 1);
+}
+
 on_both_backends!(async shutdown_lets_mail_in_flight_finish);
 async fn shutdown_lets_mail_in_flight_finish() {
     let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(1500)));
