@@ -322,52 +322,42 @@ fn plan_step(
             "cc": cc,
         }))
     };
+    // A reminder of a term, owed, or recorded as skipped for a reason.
+    let reminder = |term_end: chrono::NaiveDate,
+                    offset: String,
+                    skip: Option<SkipReason>|
+     -> Result<(NewNotification, Option<String>), AppError> {
+        Ok((
+            owed(
+                reminder_key(sid, term_end, &offset),
+                NotificationKind::RenewalReminder,
+                reminder_payload(term_end, offset)?,
+            ),
+            skip.map(|r| reason_text(r).to_owned()),
+        ))
+    };
     let auto_renew_off = !input.auto_renew || input.disable_effective_term_end.is_some();
     if auto_renew_off && now < term_end_instant(input) {
         // Reminders not yet due will never be sent either: record them as skipped now, so
         // the outbox shows why, and nothing later re-plans them.
         for r in renewal::reminders(input.term_end, calendar, input.tz, policy)? {
-            let offset = r.offset.to_string();
-            notifications.push((
-                owed(
-                    reminder_key(sid, input.term_end, &offset),
-                    NotificationKind::RenewalReminder,
-                    reminder_payload(input.term_end, offset)?,
-                ),
-                Some(reason_text(SkipReason::AutoRenewOff).to_owned()),
-            ));
+            notifications.push(reminder(
+                input.term_end,
+                r.offset.to_string(),
+                Some(SkipReason::AutoRenewOff),
+            )?);
         }
     }
     for action in &actions {
         match action {
             Action::SendReminder {
                 term_end, offset, ..
-            } => {
-                let offset = offset.to_string();
-                notifications.push((
-                    owed(
-                        reminder_key(sid, *term_end, &offset),
-                        NotificationKind::RenewalReminder,
-                        reminder_payload(*term_end, offset)?,
-                    ),
-                    None,
-                ));
-            }
+            } => notifications.push(reminder(*term_end, offset.to_string(), None)?),
             Action::SkipReminder {
                 term_end,
                 offset,
                 reason,
-            } => {
-                let offset = offset.to_string();
-                notifications.push((
-                    owed(
-                        reminder_key(sid, *term_end, &offset),
-                        NotificationKind::RenewalReminder,
-                        reminder_payload(*term_end, offset)?,
-                    ),
-                    Some(reason_text(*reason).to_owned()),
-                ));
-            }
+            } => notifications.push(reminder(*term_end, offset.to_string(), Some(*reason))?),
             Action::Renew {
                 term_end,
                 new_term_end,

@@ -319,15 +319,7 @@ async fn a_mail_sent_while_the_database_is_unavailable_is_recorded_not_resent() 
     app.settings.database.busy_timeout = Duration::from_millis(200);
     let proxy = match backend() {
         Backend::Sqlite => None,
-        Backend::Postgres => {
-            let mut url = url::Url::parse(&app.settings.database.url).unwrap();
-            let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-            let proxy = TcpProxy::start(target).await;
-            url.set_port(Some(proxy.port)).unwrap();
-            url.set_host(Some("127.0.0.1")).unwrap();
-            app.settings.database.url = url.to_string();
-            Some(proxy)
-        }
+        Backend::Postgres => Some(app.reach_postgres_through_proxy().await),
     };
     app.event("S1", "ready", None).await;
     app.start("w-unrecorded");

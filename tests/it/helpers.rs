@@ -295,6 +295,18 @@ impl TestApp {
         .expect("record event")
     }
 
+    /// Points this app's daemon (not the test's own store) at its PostgreSQL database through
+    /// a relay the test can cut.
+    pub async fn reach_postgres_through_proxy(&mut self) -> TcpProxy {
+        let mut url = url::Url::parse(&self.settings.database.url).unwrap();
+        let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let proxy = TcpProxy::start(target).await;
+        url.set_port(Some(proxy.port)).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        self.settings.database.url = url.to_string();
+        proxy
+    }
+
     /// Starts the daemon in this process, as `renewal-worker run` would.
     pub fn start(&mut self, worker_name: &str) {
         let (tx, rx) = oneshot::channel::<()>();

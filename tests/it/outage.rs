@@ -16,12 +16,7 @@ async fn a_daemon_cut_off_from_postgresql_resumes_and_loses_nothing() {
 
     // The daemon reaches the database through the relay; the test (standing in for the
     // marketplace) keeps its own direct connection.
-    let mut url = url::Url::parse(&app.settings.database.url).unwrap();
-    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let proxy = TcpProxy::start(target).await;
-    url.set_port(Some(proxy.port)).unwrap();
-    url.set_host(Some("127.0.0.1")).unwrap();
-    app.settings.database.url = url.to_string();
+    let proxy = app.reach_postgres_through_proxy().await;
 
     for i in 0..20 {
         owe_ready(&app.store, &app.settings, i).await;
