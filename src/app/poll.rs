@@ -165,22 +165,10 @@ async fn poll_group(
                 report.subscriptions += 1;
                 steps.push(step);
             }
-            // One subscription's bad data (an unknown calendar) must not stop the others; it is
-            // retried in an hour and reported each time.
-            Err(AppError::Calendar(e)) => {
-                warn!(subscription = %ctx.subscription.id, error = %e, "cannot plan renewal; retrying in 1 h");
-                steps.push(Step {
-                    update: RenewalUpdate {
-                        subscription_id: ctx.subscription.id.as_str().to_owned(),
-                        expected_term_end: ctx.subscription.term_end,
-                        notifications: Vec::new(),
-                        change: TermChange::None,
-                        cancel_pending_reminders: None,
-                        next_due_at: Some(now + chrono::Duration::hours(1)),
-                    },
-                    then: None,
-                });
-            }
+            Err(AppError::Calendar(e)) => steps.push(Step {
+                update: retry_in_an_hour(ctx, ctx.subscription.term_end, &e, now),
+                then: None,
+            }),
             Err(e) => return Err(e),
         }
     }
@@ -207,6 +195,26 @@ async fn poll_group(
         }
     }
     Ok(report)
+}
+
+/// What is recorded for a subscription whose renewal cannot be planned (its calendar is
+/// unknown, or cannot answer for a date): nothing but a new try in an hour, reported each time,
+/// so that one subscription's bad data never stops the others.
+fn retry_in_an_hour(
+    ctx: &SubscriptionContext,
+    term_end: chrono::NaiveDate,
+    error: &crate::calendar::CalendarError,
+    now: DateTime<Utc>,
+) -> RenewalUpdate {
+    warn!(subscription = %ctx.subscription.id, %error, "cannot plan renewal; retrying in 1 h");
+    RenewalUpdate {
+        subscription_id: ctx.subscription.id.as_str().to_owned(),
+        expected_term_end: term_end,
+        notifications: Vec::new(),
+        change: TermChange::None,
+        cancel_pending_reminders: None,
+        next_due_at: Some(now + chrono::Duration::hours(1)),
+    }
 }
 
 fn send_now(outbox_id: i64, attempts: u32) -> crate::store::QueuedJob {
@@ -263,7 +271,14 @@ async fn poll_on(
     let calendar = calendar_of(settings, calendars, ctx)?;
     // The first term was the group's step.
     for _ in 1..MAX_TERMS_PER_POLL {
-        let step = plan_step(settings, &calendar, ctx, &input, now)?;
+        let step = match plan_step(settings, &calendar, ctx, &input, now) {
+            Ok(step) => step,
+            Err(AppError::Calendar(e)) => Step {
+                update: retry_in_an_hour(ctx, input.term_end, &e, now),
+                then: None,
+            },
+            Err(e) => return Err(e),
+        };
         let applied = store.apply_renewal(&step.update, now, send_now).await?;
         count(report, &step.update, applied);
         match (applied.applied, step.then) {

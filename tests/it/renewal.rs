@@ -509,3 +509,56 @@ async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
     assert_eq!(owed.len(), 122);
     assert_eq!(queued, 122, "no poll counted a mail another one recorded");
 }
+
+on_both_backends!(async a_subscription_whose_calendar_cannot_be_found_waits_an_hour_alone);
+async fn a_subscription_whose_calendar_cannot_be_found_waits_an_hour_alone() {
+    let app = TestApp::new(None, "").await;
+    // A reseller whose calendar is not (or no longer) configured.
+    app.import(
+        r#"{"resellers": [{"id": "R9", "name": "Mars IT", "email": "ops@mars.example",
+             "timezone": "UTC", "calendar": "mars"}],
+           "customers": [{"id": "C9", "reseller_id": "R9", "name": "Ares",
+             "email": "it@ares.example"}],
+           "subscriptions": [{"id": "X1", "reseller_id": "R9", "customer_id": "C9",
+             "product_id": "057O1-WW6525-L347", "plan": "AutoCAD LT",
+             "billing": "annual_prepaid", "seats": 10, "assigned_licenses": 0,
+             "term_start": "2025-12-28", "term_end": "2026-12-28", "auto_renew": true}]}"#,
+    )
+    .await;
+    let at = utc("2026-12-28T06:00:00Z");
+    let calendars = app.settings.calendars().unwrap();
+    let report = renewal_worker::app::poll(&app.store, &app.settings, &calendars, at)
+        .await
+        .expect("the poll goes on past it");
+    // The fixture's S1 renews that day, recorded in the same group as X1.
+    assert_eq!(report.renewed, 1);
+    assert!(
+        rows(&app, "S1")
+            .await
+            .iter()
+            .any(|r| r.kind == "subscription_renewed")
+    );
+    assert!(rows(&app, "X1").await.is_empty(), "nothing planned for X1");
+    let due = |t: DateTime<Utc>| {
+        let store = app.store.clone();
+        async move {
+            store
+                .due_subscription_contexts(t, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.subscription.id.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(
+        !due(at).await.contains(&"X1".to_owned()),
+        "not again at once"
+    );
+    assert!(
+        due(at + Duration::hours(1))
+            .await
+            .contains(&"X1".to_owned()),
+        "again in an hour"
+    );
+}
