@@ -156,21 +156,13 @@ async fn poll_group(
 ) -> Result<PollReport, AppError> {
     // Polls on other hosts may hold some of these subscriptions in their own groups: taking
     // the row locks in one order everywhere means they wait for each other, never deadlock.
-    group.sort_by(|a, b| a.subscription.id.as_str().cmp(b.subscription.id.as_str()));
+    group.sort_by(|a, b| a.subscription.id.cmp(&b.subscription.id));
     let mut report = PollReport::default();
     let mut steps = Vec::with_capacity(group.len());
     for ctx in &group {
-        match plan_first_step(settings, calendars, ctx, now) {
-            Ok(step) => {
-                report.subscriptions += 1;
-                steps.push(step);
-            }
-            Err(AppError::Calendar(e)) => steps.push(Step {
-                update: retry_in_an_hour(ctx, ctx.subscription.term_end, &e, now),
-                then: None,
-            }),
-            Err(e) => return Err(e),
-        }
+        let (step, planned) = plan_or_retry(settings, calendars, ctx, &timeline_input(ctx), now)?;
+        report.subscriptions += u32::from(planned);
+        steps.push(step);
     }
     let (updates, thens): (Vec<RenewalUpdate>, Vec<_>) =
         steps.into_iter().map(|s| (s.update, s.then)).unzip();
@@ -197,23 +189,33 @@ async fn poll_group(
     Ok(report)
 }
 
-/// What is recorded for a subscription whose renewal cannot be planned (its calendar is
-/// unknown, or cannot answer for a date): nothing but a new try in an hour, reported each time,
-/// so that one subscription's bad data never stops the others.
-fn retry_in_an_hour(
+/// Plans a subscription's step from `input`, and says whether it was planned. One whose
+/// calendar cannot answer (unknown, or not for that date) gets nothing but a new try in an
+/// hour, reported each time, so that one subscription's bad data never stops the others.
+fn plan_or_retry(
+    settings: &Settings,
+    calendars: &CalendarRegistry,
     ctx: &SubscriptionContext,
-    term_end: chrono::NaiveDate,
-    error: &crate::calendar::CalendarError,
+    input: &TimelineInput,
     now: DateTime<Utc>,
-) -> RenewalUpdate {
-    warn!(subscription = %ctx.subscription.id, %error, "cannot plan renewal; retrying in 1 h");
-    RenewalUpdate {
-        subscription_id: ctx.subscription.id.as_str().to_owned(),
-        expected_term_end: term_end,
-        notifications: Vec::new(),
-        change: TermChange::None,
-        cancel_pending_reminders: None,
-        next_due_at: Some(now + chrono::Duration::hours(1)),
+) -> Result<(Step, bool), AppError> {
+    let planned = calendar_of(settings, calendars, ctx)
+        .and_then(|calendar| plan_step(settings, &calendar, ctx, input, now));
+    match planned {
+        Ok(step) => Ok((step, true)),
+        Err(AppError::Calendar(error)) => {
+            warn!(subscription = %ctx.subscription.id, %error, "cannot plan renewal; retrying in 1 h");
+            let update = RenewalUpdate {
+                subscription_id: ctx.subscription.id.as_str().to_owned(),
+                expected_term_end: input.term_end,
+                notifications: Vec::new(),
+                change: TermChange::None,
+                cancel_pending_reminders: None,
+                next_due_at: Some(now + chrono::Duration::hours(1)),
+            };
+            Ok((Step { update, then: None }, false))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -248,16 +250,6 @@ fn calendar_of(
     Ok(calendars.get(name)?)
 }
 
-fn plan_first_step(
-    settings: &Settings,
-    calendars: &CalendarRegistry,
-    ctx: &SubscriptionContext,
-    now: DateTime<Utc>,
-) -> Result<Step, AppError> {
-    let calendar = calendar_of(settings, calendars, ctx)?;
-    plan_step(settings, &calendar, ctx, &timeline_input(ctx), now)
-}
-
 /// Goes on with a subscription after a recorded renewal, one step (one term) at a time.
 async fn poll_on(
     store: &Store,
@@ -268,17 +260,9 @@ async fn poll_on(
     now: DateTime<Utc>,
     report: &mut PollReport,
 ) -> Result<(), AppError> {
-    let calendar = calendar_of(settings, calendars, ctx)?;
     // The first term was the group's step.
     for _ in 1..MAX_TERMS_PER_POLL {
-        let step = match plan_step(settings, &calendar, ctx, &input, now) {
-            Ok(step) => step,
-            Err(AppError::Calendar(e)) => Step {
-                update: retry_in_an_hour(ctx, input.term_end, &e, now),
-                then: None,
-            },
-            Err(e) => return Err(e),
-        };
+        let (step, _) = plan_or_retry(settings, calendars, ctx, &input, now)?;
         let applied = store.apply_renewal(&step.update, now, send_now).await?;
         count(report, &step.update, applied);
         match (applied.applied, step.then) {

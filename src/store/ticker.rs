@@ -67,6 +67,12 @@ mod tests {
         }
     }
 
+    /// A task context whose wake-ups are counted.
+    fn counted() -> (Arc<CountingWaker>, std::task::Waker) {
+        let counter = Arc::new(CountingWaker::default());
+        (counter.clone(), waker(counter))
+    }
+
     async fn woken_within(counter: &CountingWaker, before: usize, limit: Duration) -> bool {
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
@@ -80,8 +86,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tick_leaves_the_next_one_armed() {
-        let counter = Arc::new(CountingWaker::default());
-        let w = waker(counter.clone());
+        let (counter, w) = counted();
         let mut cx = Context::from_waker(&w);
         let mut ticker = Ticker::new(Duration::from_millis(20));
         let snapshot = PollSnapshot::default();
@@ -103,8 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_poll_gives_one_tick_not_a_burst() {
-        let counter = Arc::new(CountingWaker::default());
-        let w = waker(counter.clone());
+        let (_counter, w) = counted();
         let mut cx = Context::from_waker(&w);
         let mut ticker = Ticker::new(Duration::from_millis(500));
         let snapshot = PollSnapshot::default();

@@ -48,6 +48,17 @@ async fn run_steps(
     }
 }
 
+/// The subscriptions a poll at `t` would read.
+async fn due_ids(app: &TestApp, t: DateTime<Utc>) -> Vec<String> {
+    app.store
+        .due_subscription_contexts(t, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.subscription.id.as_str().to_owned())
+        .collect()
+}
+
 async fn rows(app: &TestApp, sub: &str) -> Vec<OutboxRow> {
     app.store.outbox_for_subscription(Some(sub)).await.unwrap()
 }
@@ -245,14 +256,7 @@ async fn auto_renew_off_gets_no_reminders_and_ends_once() {
             .all(|r| r.last_error.as_deref() == Some("auto-renew is off"))
     );
     // Ended: later polls do nothing for it.
-    let due: Vec<String> = app
-        .store
-        .due_subscription_contexts(utc("2030-01-01T00:00:00Z"), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.subscription.id.as_str().to_owned())
-        .collect();
+    let due = due_ids(&app, utc("2030-01-01T00:00:00Z")).await;
     assert!(!due.contains(&"T1".to_owned()), "{due:?}");
 }
 
@@ -539,24 +543,12 @@ async fn a_subscription_whose_calendar_cannot_be_found_waits_an_hour_alone() {
             .any(|r| r.kind == "subscription_renewed")
     );
     assert!(rows(&app, "X1").await.is_empty(), "nothing planned for X1");
-    let due = |t: DateTime<Utc>| {
-        let store = app.store.clone();
-        async move {
-            store
-                .due_subscription_contexts(t, 100)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| c.subscription.id.as_str().to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
     assert!(
-        !due(at).await.contains(&"X1".to_owned()),
+        !due_ids(&app, at).await.contains(&"X1".to_owned()),
         "not again at once"
     );
     assert!(
-        due(at + Duration::hours(1))
+        due_ids(&app, at + Duration::hours(1))
             .await
             .contains(&"X1".to_owned()),
         "again in an hour"
