@@ -4,9 +4,11 @@
 //!
 //! 1. The limits: raw lettre sends/s to a local sink through a pool of 16, and raw database
 //!    commits/s for the outbox's pattern (insert the owed row; later mark it sent).
-//! 2. End to end (event recorded -> mail accepted by the sink) at 1, 4 and 16 jobs at once,
-//!    as jobs/s and as a share of the raw send rate at the same concurrency.
-//! 3. apalis no-op jobs/s on the same queue settings; our time per job as a multiple of it.
+//! 2. End to end (event recorded -> mail accepted by the sink) at 1, 4 and 16 mails at once
+//!    (`worker.concurrency`; send jobs carry `worker.send_batch` mails each, the default), as
+//!    mails/s and as a share of the raw send rate at the same concurrency.
+//! 3. apalis no-op jobs/s on the same queue settings, as many at once; our time per mail as a
+//!    multiple of its time per job.
 //! 4. Peak RSS of the daemon (the release binary) idle, and while it works a 100,000-mail
 //!    backlog.
 //!
@@ -158,8 +160,8 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
     r
 }
 
-/// End to end: `n` ready events recorded, then the daemon's worker started with `c` jobs at
-/// once; jobs/s from its start until the sink has every mail.
+/// End to end: `n` ready events recorded, then the daemon's worker started with `c` mails at
+/// once; mails/s from its start until the sink has every mail.
 async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64) {
     let n = jobs(backend);
     let db = BenchDb::new(backend).await.expect("database");
@@ -418,7 +420,7 @@ async fn main() {
                 let raw_send = limits.sends.get(i).copied().unwrap_or(f64::NAN);
                 let limit = raw_send.min(limits.commits.get(&(b, c)).copied().unwrap_or(f64::NAN));
                 println!(
-                    "  {:<10} {c:>2} at once: {e2e:>6.0} jobs/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per job {:.2}x; events recorded {enqueue:.0}/s",
+                    "  {:<10} {c:>2} at once: {e2e:>6.0} mails/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per mail {:.2}x; events recorded {enqueue:.0}/s",
                     b.name(),
                     e2e / raw_send,
                     e2e / limit,

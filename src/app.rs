@@ -218,6 +218,9 @@ pub struct Deliverer {
     pub worker_name: String,
     pub calendars: crate::calendar::CalendarRegistry,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Mails being handed to the server at once, across all of the daemon's send jobs
+    /// (`worker.concurrency`).
+    send_permits: tokio::sync::Semaphore,
 }
 
 /// What `run --once` delivered.
@@ -248,6 +251,23 @@ pub enum Delivery {
     /// Sent or not, the claim was lost meanwhile (lease expired); the outcome is recorded as an
     /// attempt only.
     ClaimLost,
+    /// Given back unsent and owed again: its batch ran out of time before a send slot came free.
+    Released,
+}
+
+/// How one mail of a batch ended before the batch's record.
+enum MailEnd {
+    /// Handed to the server or failed; to be recorded.
+    Finished {
+        attempt: Box<FinishedAttempt>,
+        delivery: Delivery,
+        kind: String,
+        span: tracing::Span,
+    },
+    /// No longer worth sending; recorded as skipped already.
+    Skipped { id: i64, reason: String },
+    /// Not sent: to be given back.
+    Released { id: i64, attempt: u32 },
 }
 
 impl Deliverer {
@@ -261,6 +281,7 @@ impl Deliverer {
         let mailer = Mailer::from_settings(&settings.mail)?;
         let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
         Ok(Self {
+            send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             calendars,
             settings,
@@ -314,23 +335,23 @@ impl Deliverer {
         Ok((mail, message))
     }
 
-    /// Records a finished attempt. The mail may already be with the server, and only this
-    /// record keeps it from being sent again once the claim's lease runs out: so store errors
-    /// (SQLite still busy after its timeout, a lost connection) are retried until the lease
-    /// is nearly over.
-    async fn record_attempt(
+    /// Records finished attempts in one transaction. The mails may already be with the
+    /// server, and only this record keeps them from being sent again once the claim's lease
+    /// runs out: so store errors (SQLite still busy after its timeout, a lost connection) are
+    /// retried until the lease is nearly over.
+    async fn record_attempts(
         &self,
-        attempt: FinishedAttempt,
+        attempts: &[FinishedAttempt],
         claimed: std::time::Instant,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let lease = self.settings.worker.sending_lease;
         let give_up = claimed + lease.saturating_sub(lease / 10);
         let mut wait = std::time::Duration::from_millis(50);
         loop {
-            match self.store.finish_attempt(&attempt).await {
+            match self.store.finish_attempts(attempts).await {
                 Ok(kept) => return Ok(kept),
                 Err(e) if std::time::Instant::now() + wait < give_up => {
-                    warn!(error = %e, retry_in = ?wait, "recording the attempt failed; retrying");
+                    warn!(error = %e, retry_in = ?wait, "recording the attempts failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(2));
                 }
@@ -343,20 +364,154 @@ impl Deliverer {
     /// attempt. Mail failures are handled here (retry with backoff, or give up); only store
     /// errors are returned.
     pub async fn deliver(&self, outbox_id: i64, attempts: u32) -> Result<Delivery, AppError> {
+        Ok(self
+            .deliver_batch(outbox_id, attempts, 0)
+            .await?
+            .into_iter()
+            .next()
+            .map_or(Delivery::NotOwed, |(_, d)| d))
+    }
+
+    /// [`Deliverer::deliver`] for a send job that also takes up to `more` other owed mails
+    /// whose jobs still wait (see [`Store::claim_batch`]): all are sent, at most
+    /// `worker.concurrency` at a time across the daemon, and recorded in one transaction.
+    /// Returns what became of each mail taken, the job's own first; empty when its own mail
+    /// was not owed to it.
+    pub async fn deliver_batch(
+        &self,
+        outbox_id: i64,
+        attempts: u32,
+        more: u32,
+    ) -> Result<Vec<(i64, Delivery)>, AppError> {
         let started_at = self.clock.now();
         let claimed = std::time::Instant::now();
-        let Some(crate::store::Claimed { row, context }) = self
+        let claims = self
             .store
-            .claim_for_send(outbox_id, attempts, &self.worker_name, started_at)
-            .await?
-        else {
+            .claim_batch(
+                outbox_id,
+                attempts,
+                more,
+                &self.worker_name,
+                started_at,
+                |id, attempts| send_job(id, attempts, Duration::ZERO),
+            )
+            .await?;
+        if claims.is_empty() {
             debug!(outbox_id, attempts, "nothing owed to this job");
-            return Ok(Delivery::NotOwed);
-        };
+            return Ok(Vec::new());
+        }
+        // A send not begun by then is given back unsent: the batch's last mails, waiting for a
+        // free send slot behind a slow server, must not outlive the claim's lease or the job.
+        let w = &self.settings.worker;
+        let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
+        let ends = futures::future::join_all(
+            claims
+                .into_iter()
+                .map(|c| self.send_one(c, started_at, deadline)),
+        )
+        .await;
+
+        // What became of each mail, in the order taken.
+        let mut out: Vec<(i64, Option<Delivery>)> = Vec::with_capacity(ends.len());
+        let mut finished = Vec::new();
+        let mut finished_how = Vec::new();
+        let mut released = Vec::new();
+        let mut first_error = None;
+        for end in ends {
+            match end {
+                Ok(MailEnd::Finished {
+                    attempt,
+                    delivery,
+                    kind,
+                    span,
+                }) => {
+                    finished_how.push((out.len(), delivery, kind, span));
+                    out.push((attempt.outbox_id, None));
+                    finished.push(*attempt);
+                }
+                Ok(MailEnd::Skipped { id, reason }) => {
+                    out.push((id, Some(Delivery::Skipped { reason })));
+                }
+                Ok(MailEnd::Released { id, attempt }) => {
+                    released.push((id, attempt));
+                    out.push((id, Some(Delivery::Released)));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Everything sent is recorded before any error is reported.
+        if !finished.is_empty() {
+            let kept = self.record_attempts(&finished, claimed).await?;
+            for ((slot, delivery, kind, span), kept) in finished_how.into_iter().zip(kept) {
+                let _in = span.enter();
+                if !kept {
+                    warn!(
+                        "claim lost while sending (lease expired); outcome kept as an attempt only"
+                    );
+                    out[slot].1 = Some(Delivery::ClaimLost);
+                    continue;
+                }
+                let how = match &delivery {
+                    Delivery::Sent => {
+                        info!("mail sent");
+                        "sent"
+                    }
+                    Delivery::RetryScheduled { .. } => "retry",
+                    Delivery::Failed { reason } => {
+                        info!(%reason, "mail failed for good");
+                        "failed"
+                    }
+                    _ => "failed",
+                };
+                self.metrics.mail(&kind, how);
+                out[slot].1 = Some(delivery);
+            }
+        }
+        if !released.is_empty() {
+            let n = self
+                .store
+                .release_claims(&released, self.clock.now(), |id, attempts| {
+                    send_job(id, attempts, Duration::ZERO)
+                })
+                .await?;
+            warn!(
+                count = n,
+                "mails given back unsent: no send slot came free before the batch's deadline"
+            );
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out
+                .into_iter()
+                .filter_map(|(id, d)| d.map(|d| (id, d)))
+                .collect()),
+        }
+    }
+
+    /// One claimed mail's way to the server: rendered, sent once a send slot is free (or
+    /// given back if the batch's deadline passed meanwhile), its outcome decided.
+    async fn send_one(
+        &self,
+        claim: crate::store::Claimed,
+        started_at: DateTime<Utc>,
+        deadline: std::time::Instant,
+    ) -> Result<MailEnd, AppError> {
+        let crate::store::Claimed { row, context } = claim;
+        let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
             let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
+                    // Never closed: an error cannot happen, and would only mean "send now".
+                    let _slot = self.send_permits.acquire().await.ok();
+                    if std::time::Instant::now() >= deadline {
+                        return Ok(MailEnd::Released {
+                            id: outbox_id,
+                            attempt: row.attempts,
+                        });
+                    }
                     let t = std::time::Instant::now();
                     let r = self.mailer.send(*message).await;
                     self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
@@ -367,7 +522,10 @@ impl Deliverer {
                     self.store
                         .skip_claimed(outbox_id, row.attempts, &reason)
                         .await?;
-                    return Ok(Delivery::Skipped { reason });
+                    return Ok(MailEnd::Skipped {
+                        id: outbox_id,
+                        reason,
+                    });
                 }
                 Err(e) => Err(e),
             };
@@ -375,7 +533,10 @@ impl Deliverer {
             let attempt = row.attempts;
             let retry = &self.settings.mail.retry;
             let (outcome, delivery) = match result {
-                Ok(()) => (AttemptOutcome::Sent, Delivery::Sent),
+                Ok(()) => {
+                    debug!(recipients = ?row.recipients, "mail handed to the server");
+                    (AttemptOutcome::Sent, Delivery::Sent)
+                }
                 Err(SendError::Transient { code, detail }) if attempt < retry.max_attempts => {
                     let after = backoff(retry, attempt, rand::random::<f64>());
                     let at = finished_at
@@ -413,36 +574,19 @@ impl Deliverer {
                     )
                 }
             };
-            let kept = self
-                .record_attempt(
-                    FinishedAttempt {
-                        outbox_id,
-                        attempt,
-                        worker: self.worker_name.clone(),
-                        started_at,
-                        finished_at,
-                        outcome,
-                    },
-                    claimed,
-                )
-                .await?;
-            if !kept {
-                warn!("claim lost while sending (lease expired); outcome kept as an attempt only");
-                return Ok(Delivery::ClaimLost);
-            }
-            self.metrics.mail(
-                &row.kind,
-                match &delivery {
-                    Delivery::Sent => "sent",
-                    Delivery::RetryScheduled { .. } => "retry",
-                    _ => "failed",
-                },
-            );
-            if delivery == Delivery::Sent {
-                info!("mail sent");
-                debug!(recipients = ?row.recipients, "mail sent to");
-            }
-            Ok(delivery)
+            Ok(MailEnd::Finished {
+                attempt: Box::new(FinishedAttempt {
+                    outbox_id,
+                    attempt,
+                    worker: self.worker_name.clone(),
+                    started_at,
+                    finished_at,
+                    outcome,
+                }),
+                delivery,
+                kind: row.kind.clone(),
+                span: tracing::Span::current(),
+            })
         }
         .instrument(span)
         .await
@@ -506,13 +650,18 @@ impl Deliverer {
             if due.is_empty() {
                 return Ok(report);
             }
+            // A mail taken along by an earlier one's batch is no longer owed to its own row's
+            // turn here, and is skipped then.
+            let more = self.settings.worker.send_batch.saturating_sub(1);
             for (id, attempts) in due {
-                match self.deliver(id, attempts).await? {
-                    Delivery::Sent => report.sent += 1,
-                    Delivery::Failed { .. } => report.failed += 1,
-                    Delivery::RetryScheduled { .. } => report.retry_later += 1,
-                    Delivery::Skipped { .. } => report.skipped += 1,
-                    Delivery::NotOwed | Delivery::ClaimLost => {}
+                for (_, delivery) in self.deliver_batch(id, attempts, more).await? {
+                    match delivery {
+                        Delivery::Sent => report.sent += 1,
+                        Delivery::Failed { .. } => report.failed += 1,
+                        Delivery::RetryScheduled { .. } => report.retry_later += 1,
+                        Delivery::Skipped { .. } => report.skipped += 1,
+                        Delivery::NotOwed | Delivery::ClaimLost | Delivery::Released => {}
+                    }
                 }
             }
         }

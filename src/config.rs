@@ -159,6 +159,8 @@ pub struct RetrySettings {
 pub struct WorkerSettings {
     pub name: Option<String>,
     pub concurrency: usize,
+    /// Owed mails one send job takes and records together (its own and others due).
+    pub send_batch: u32,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -333,6 +335,13 @@ impl Settings {
         }
         if w.concurrency == 0 {
             return Err(invalid("worker.concurrency", 0, "must be at least 1"));
+        }
+        if !(1..=1000).contains(&w.send_batch) {
+            return Err(invalid(
+                "worker.send_batch",
+                w.send_batch,
+                "must be 1 to 1000",
+            ));
         }
         for (key, d) in [
             ("worker.poll_interval", w.poll_interval),

@@ -16,7 +16,7 @@ use apalis_cron::{CronScheduler, Tick};
 use super::{
     DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, SEND_QUEUE, SendMail,
 };
-use crate::app::{Deliverer, Delivery};
+use crate::app::Deliverer;
 use crate::store::{Backend, JobQueue, QueueOptions};
 
 /// Registers a worker on `$monitor` for the store's backend: `$build` is compiled once per
@@ -55,8 +55,14 @@ async fn handle_send(job: SendMail, deliverer: Data<Arc<Deliverer>>) -> Result<(
     // claim's lease runs out.
     let delivery = {
         let deliverer = Arc::clone(&deliverer);
+        let more = deliverer.settings.worker.send_batch.saturating_sub(1);
         tokio::spawn(
-            async move { deliverer.deliver(job.outbox_id, job.attempts).await }.in_current_span(),
+            async move {
+                deliverer
+                    .deliver_batch(job.outbox_id, job.attempts, more)
+                    .await
+            }
+            .in_current_span(),
         )
     };
     let result = match delivery.await {
@@ -65,16 +71,9 @@ async fn handle_send(job: SendMail, deliverer: Data<Arc<Deliverer>>) -> Result<(
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
     deliverer.metrics.job("send", result.is_ok());
-    match result {
-        Ok(Delivery::Failed { reason }) => {
-            // Recorded in the outbox; the job itself did its work.
-            info!(outbox_id = job.outbox_id, %reason, "mail failed for good");
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-        // Store trouble: let apalis retry the job (the claim guard keeps this single).
-        Err(e) => Err(Box::new(e)),
-    }
+    // Mail failures are recorded in the outbox; only store trouble fails the job, for apalis
+    // to retry it (the claim guard keeps that single).
+    result.map(|_| ()).map_err(|e| Box::new(e) as BoxDynError)
 }
 
 async fn handle_tick(_tick: Tick, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
@@ -216,7 +215,10 @@ pub async fn run_worker(
 
     let store = deliverer.store.clone();
     let base_name = deliverer.worker_name.clone();
-    let concurrency = w.concurrency;
+    // Send jobs at once: enough to keep `concurrency` mails in flight, and with batches one
+    // more, which claims and renders the next batch while the others send and record.
+    let send_batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);
+    let concurrency = w.concurrency.div_ceil(send_batch) + usize::from(send_batch > 1);
     let queue_options = QueueOptions {
         // Fetch no more than can run at once, so a busy worker never sits on jobs that an idle
         // one could take.

@@ -242,6 +242,29 @@ pub struct DeliveryAttempt {
     pub detail: Option<String>,
 }
 
+/// A job of the queue (`j`) that will not run again.
+const FINISHED_JOB: &str =
+    "(j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))";
+
+/// Inside [`db!`]'s body: pushes `$job` in transaction `$tx` again. A key holds one job, so
+/// its earlier job, if that one will not run again, is removed first; a job still waiting or
+/// running keeps the key, and the push is a no-op.
+macro_rules! repush {
+    ($tx:ident, $stmt:ident, $jobs:expr, $job:expr) => {{
+        let job: &QueuedJob = $job;
+        sqlx::query($stmt(&format!(
+            "DELETE FROM {} AS j WHERE j.job_type = ? AND j.idempotency_key = ?
+               AND {FINISHED_JOB}",
+            $jobs
+        )))
+        .bind(job.queue)
+        .bind(&job.idempotency_key)
+        .execute(&mut *$tx)
+        .await?;
+        push_job(&mut $tx, job).await?;
+    }};
+}
+
 /// Owed rows one redrive pass looks at; the rest wait for the next pass.
 const REDRIVE_BATCH: u32 = 1000;
 
@@ -1362,102 +1385,318 @@ impl Store {
         Ok(Some(Claimed { row, context }))
     }
 
+    /// [`Store::claim_for_send`] for a job that carries company: besides its own row, it takes
+    /// up to `more` other owed mails that are due now and whose send jobs (`job_for`, as in
+    /// [`Store::redrive`]) still wait in the queue. Those jobs are finished in the same
+    /// transaction, so each mail is this job's alone, and one job with two commits carries
+    /// many mails instead of one. A job whose own row is not owed to it takes nothing. Due is
+    /// the outbox's instant, to the millisecond (a job's own is rounded up to the second). On
+    /// PostgreSQL rows and jobs are locked with `SKIP LOCKED`: workers on several hosts take
+    /// disjoint sets rather than wait on each other.
+    pub async fn claim_batch(
+        &self,
+        outbox_id: i64,
+        expected_attempts: u32,
+        more: u32,
+        worker: &str,
+        now: DateTime<Utc>,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if more == 0 {
+            return Ok(self
+                .claim_for_send(outbox_id, expected_attempts, worker, now)
+                .await?
+                .into_iter()
+                .collect());
+        }
+        let jobs = self.jobs_table();
+        let (skip_locked, done_at) = match self.db {
+            Db::Sqlite(_) => ("", "?"),
+            Db::Postgres(_) => ("FOR UPDATE SKIP LOCKED", "to_timestamp(?)"),
+        };
+        // A few more rows than wanted: the jobs of the first due are often just fetched by a
+        // worker (theirs to run), and those rows are left to them.
+        let look_at = more.saturating_add(more / 4 + 4);
+        db!(self, |p, stmt| {
+            let mut tx = p.begin().await?;
+            // The job's own row first: on SQLite this write takes the database's write lock
+            // for the whole transaction, so the rows picked below cannot change under it.
+            let Some(own) = sqlx::query(stmt(&format!(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+                   claimed_by = ?, claimed_at = ?
+                 WHERE id = ? AND state = 'pending' AND attempts = ?
+                 RETURNING {}",
+                rows::OUTBOX_COLUMNS
+            )))
+            .bind(worker)
+            .bind(millis(now))
+            .bind(outbox_id)
+            .bind(i64::from(expected_attempts))
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Ok(Vec::new());
+            };
+            let mut taken = vec![rows::outbox_from_row(&own)?];
+            // Two simple steps rather than one join: each is an index range or probes of the
+            // jobs' unique key, whatever the planner believes of the tables' sizes.
+            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
+                "SELECT id, attempts FROM outbox
+                 WHERE state = 'pending' AND next_attempt_at <= ?
+                 ORDER BY next_attempt_at, id LIMIT ? {skip_locked}"
+            )))
+            .bind(millis(now))
+            .bind(i64::from(look_at))
+            .fetch_all(&mut *tx)
+            .await?;
+            let by_key: std::collections::HashMap<String, i64> = due
+                .iter()
+                .map(|&(id, attempts)| {
+                    (
+                        job_for(id, u32::try_from(attempts).unwrap_or(0)).idempotency_key,
+                        id,
+                    )
+                })
+                .collect();
+            let mut picked = Vec::new();
+            if !by_key.is_empty() {
+                let queue = job_for(outbox_id, expected_attempts).queue;
+                let mut retire = sqlx::query_scalar::<_, String>(stmt(&format!(
+                    "UPDATE {jobs} SET status = 'Done', done_at = {done_at}
+                     WHERE id IN (SELECT id FROM {jobs}
+                       WHERE job_type = ? AND status = 'Pending'
+                         AND idempotency_key IN ({})
+                       LIMIT ? {skip_locked})
+                     RETURNING idempotency_key",
+                    placeholders(by_key.len())
+                )))
+                .bind(now.timestamp())
+                .bind(queue);
+                for key in by_key.keys() {
+                    retire = retire.bind(key);
+                }
+                // Their worker is left empty: apalis ties `lock_by` to its registered workers.
+                for key in retire.bind(i64::from(more)).fetch_all(&mut *tx).await? {
+                    picked.extend(by_key.get(&key).copied());
+                }
+            }
+            if !picked.is_empty() {
+                let mut claim = sqlx::query(stmt(&format!(
+                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+                       claimed_by = ?, claimed_at = ?
+                     WHERE state = 'pending' AND id IN ({})
+                     RETURNING {}",
+                    placeholders(picked.len()),
+                    rows::OUTBOX_COLUMNS
+                )))
+                .bind(worker)
+                .bind(millis(now));
+                for id in &picked {
+                    claim = claim.bind(id);
+                }
+                for r in claim.fetch_all(&mut *tx).await? {
+                    taken.push(rows::outbox_from_row(&r)?);
+                }
+            }
+            // Their subscriptions, each read once, in the same snapshot.
+            let mut subscriptions: Vec<&str> =
+                taken.iter().map(|r| r.subscription_id.as_str()).collect();
+            subscriptions.sort_unstable();
+            subscriptions.dedup();
+            let mut read = sqlx::query(stmt(&rows::context_select(&format!(
+                "WHERE s.id IN ({})",
+                placeholders(subscriptions.len())
+            ))));
+            for s in &subscriptions {
+                read = read.bind(*s);
+            }
+            let mut contexts = std::collections::HashMap::new();
+            for r in read.fetch_all(&mut *tx).await? {
+                let id: String = r.try_get("s_id")?;
+                contexts.insert(id, rows::context_from_row(&r).map_err(|e| e.to_string()));
+            }
+            tx.commit().await?;
+            let mut claims: Vec<Claimed> = taken
+                .into_iter()
+                .map(|row| {
+                    let context = match contexts.get(&row.subscription_id) {
+                        None => Ok(None),
+                        Some(Ok(ctx)) => Ok(Some(ctx.clone())),
+                        Some(Err(detail)) => Err(StoreError::Corrupt {
+                            table: "subscriptions",
+                            id: row.subscription_id.clone(),
+                            detail: detail.clone(),
+                        }),
+                    };
+                    Claimed { row, context }
+                })
+                .collect();
+            // The job's own mail first, the others in the order they became due.
+            claims[1..].sort_by_key(|c| (c.row.next_attempt_at, c.row.id));
+            Ok(claims)
+        })
+    }
+
+    /// Gives claimed mails that were never handed to the server back to the queue, as they
+    /// were before the claim: the attempt is not counted, and each gets its job again.
+    pub async fn release_claims(
+        &self,
+        claims: &[(i64, u32)],
+        now: DateTime<Utc>,
+        job_for: impl Fn(i64, u32) -> QueuedJob,
+    ) -> Result<u64, StoreError> {
+        let jobs = self.jobs_table();
+        db!(self, |p, stmt| {
+            let mut tx = p.begin().await?;
+            let mut released = 0;
+            for &(id, attempt) in claims {
+                let done = sqlx::query(stmt(
+                    "UPDATE outbox SET state = 'pending', attempts = attempts - 1,
+                       next_attempt_at = ?, claimed_by = NULL, claimed_at = NULL
+                     WHERE id = ? AND state = 'sending' AND attempts = ?",
+                ))
+                .bind(millis(now))
+                .bind(id)
+                .bind(i64::from(attempt))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done == 0 {
+                    continue;
+                }
+                released += 1;
+                repush!(tx, stmt, jobs, &job_for(id, attempt.saturating_sub(1)));
+            }
+            tx.commit().await?;
+            Ok(released)
+        })
+    }
+
     /// Records how an attempt ended and moves the mail on, in one transaction. Returns false
     /// when the claim had been lost meanwhile (lease expired and another worker took over):
     /// then only the attempt itself is recorded.
     pub async fn finish_attempt(&self, f: &FinishedAttempt) -> Result<bool, StoreError> {
-        let (outcome, code, detail) = match &f.outcome {
-            AttemptOutcome::Sent => ("sent", None, None),
-            AttemptOutcome::Transient { code, detail, .. } => {
-                ("transient", *code, Some(detail.as_str()))
-            }
-            AttemptOutcome::Permanent { code, detail } => {
-                ("permanent", *code, Some(detail.as_str()))
-            }
-        };
-        let record = "INSERT INTO delivery_attempts (outbox_id, attempt, worker, started_at,
-               finished_at, outcome, smtp_code, detail)
+        Ok(self
+            .finish_attempts(std::slice::from_ref(f))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// [`Store::finish_attempt`] for many attempts in one transaction (one commit), as a job
+    /// that sent many mails records them. One flag per attempt, in order.
+    pub async fn finish_attempts(&self, fs: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        const RECORD: &str = "INSERT INTO delivery_attempts (outbox_id, attempt, worker,
+               started_at, finished_at, outcome, smtp_code, detail)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (outbox_id, attempt) DO NOTHING";
-        let guard = "WHERE id = ? AND state = 'sending' AND attempts = ?";
+        const GUARD: &str = "WHERE id = ? AND state = 'sending' AND attempts = ?";
         // The row's next state, and the job of its retry if there is one.
-        let (update, retry_job) = match &f.outcome {
-            AttemptOutcome::Sent => (
-                format!(
-                    "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
-                       last_error = NULL {guard}"
+        fn update_of(f: &FinishedAttempt) -> (String, Option<&QueuedJob>) {
+            match &f.outcome {
+                AttemptOutcome::Sent => (
+                    format!(
+                        "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
+                           last_error = NULL {GUARD}"
+                    ),
+                    None,
                 ),
-                None,
-            ),
-            AttemptOutcome::Transient {
-                retry: Some((_, job)),
-                ..
-            } => (
-                format!(
-                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
-                       last_error = ? {guard}"
+                AttemptOutcome::Transient {
+                    retry: Some((_, job)),
+                    ..
+                } => (
+                    format!(
+                        "UPDATE outbox SET state = 'pending', next_attempt_at = ?,
+                           claimed_by = NULL, last_error = ? {GUARD}"
+                    ),
+                    Some(job),
                 ),
-                Some(job),
-            ),
-            AttemptOutcome::Transient { retry: None, .. } | AttemptOutcome::Permanent { .. } => (
-                format!(
-                    "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ? {guard}"
+                AttemptOutcome::Transient { retry: None, .. }
+                | AttemptOutcome::Permanent { .. } => (
+                    format!(
+                        "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ?
+                           {GUARD}"
+                    ),
+                    None,
                 ),
-                None,
-            ),
-        };
-        // On PostgreSQL a mail's usual end (sent, or failed for good) is one statement: the
-        // attempt row rides along in a data-modifying WITH, saving the round trips of a
-        // transaction on every mail. SQLite has no such WITH; its round trips are cheap.
-        let single = matches!(self.db, Db::Postgres(_)) && retry_job.is_none();
-        let combined = format!("WITH recorded AS ({record}) {update}");
-        db!(self, |p, stmt| {
-            macro_rules! bind_record {
-                ($q:expr) => {
-                    $q.bind(f.outbox_id)
-                        .bind(i64::from(f.attempt))
-                        .bind(&f.worker)
-                        .bind(millis(f.started_at))
-                        .bind(millis(f.finished_at))
-                        .bind(outcome)
-                        .bind(code.map(i64::from))
-                        .bind(detail)
-                };
             }
-            macro_rules! bind_update {
-                ($q:expr) => {
-                    match &f.outcome {
-                        AttemptOutcome::Sent => $q.bind(millis(f.finished_at)),
-                        AttemptOutcome::Transient {
-                            detail,
-                            retry: Some((at, _)),
-                            ..
-                        } => $q.bind(millis(*at)).bind(detail.clone()),
-                        AttemptOutcome::Transient { detail, .. }
-                        | AttemptOutcome::Permanent { detail, .. } => $q.bind(detail.clone()),
-                    }
-                    .bind(f.outbox_id)
+        }
+        fn recorded(f: &FinishedAttempt) -> (&'static str, Option<u16>, Option<&str>) {
+            match &f.outcome {
+                AttemptOutcome::Sent => ("sent", None, None),
+                AttemptOutcome::Transient { code, detail, .. } => {
+                    ("transient", *code, Some(detail.as_str()))
+                }
+                AttemptOutcome::Permanent { code, detail } => {
+                    ("permanent", *code, Some(detail.as_str()))
+                }
+            }
+        }
+        macro_rules! bind_record {
+            ($q:expr, $f:expr) => {{
+                let f = $f;
+                let (outcome, code, detail) = recorded(f);
+                $q.bind(f.outbox_id)
                     .bind(i64::from(f.attempt))
-                };
-            }
-            if single {
-                let q = bind_record!(sqlx::query(stmt(&combined)));
-                return Ok(bind_update!(q).execute(p).await?.rows_affected() == 1);
-            }
+                    .bind(&f.worker)
+                    .bind(millis(f.started_at))
+                    .bind(millis(f.finished_at))
+                    .bind(outcome)
+                    .bind(code.map(i64::from))
+                    .bind(detail)
+            }};
+        }
+        macro_rules! bind_update {
+            ($q:expr, $f:expr) => {{
+                let f = $f;
+                match &f.outcome {
+                    AttemptOutcome::Sent => $q.bind(millis(f.finished_at)),
+                    AttemptOutcome::Transient {
+                        detail,
+                        retry: Some((at, _)),
+                        ..
+                    } => $q.bind(millis(*at)).bind(detail.clone()),
+                    AttemptOutcome::Transient { detail, .. }
+                    | AttemptOutcome::Permanent { detail, .. } => $q.bind(detail.clone()),
+                }
+                .bind(f.outbox_id)
+                .bind(i64::from(f.attempt))
+            }};
+        }
+        if let ([f], Db::Postgres(p)) = (fs, &self.db)
+            && update_of(f).1.is_none()
+        {
+            // On PostgreSQL a mail's usual end (sent, or failed for good) is one statement:
+            // the attempt row rides along in a data-modifying WITH, saving the round trips of
+            // a transaction. SQLite has no such WITH; its round trips are cheap.
+            let sql =
+                numbered_placeholders(&format!("WITH recorded AS ({RECORD}) {}", update_of(f).0));
+            let q = bind_record!(sqlx::query(trusted(sql)), f);
+            return Ok(vec![
+                bind_update!(q, f).execute(p).await?.rows_affected() == 1,
+            ]);
+        }
+        db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
-            bind_record!(sqlx::query(stmt(record)))
-                .execute(&mut *tx)
-                .await?;
-            let updated = bind_update!(sqlx::query(stmt(&update)))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if updated && let Some(job) = retry_job {
-                push_job(&mut tx, job).await?;
+            let mut kept = Vec::with_capacity(fs.len());
+            for f in fs {
+                bind_record!(sqlx::query(stmt(RECORD)), f)
+                    .execute(&mut *tx)
+                    .await?;
+                let (update, retry_job) = update_of(f);
+                let updated = bind_update!(sqlx::query(stmt(&update)), f)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if updated && let Some(job) = retry_job {
+                    push_job(&mut tx, job).await?;
+                }
+                kept.push(updated);
             }
             tx.commit().await?;
-            Ok(updated)
+            Ok(kept)
         })
     }
 
@@ -1476,7 +1715,7 @@ impl Store {
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<RedriveReport, StoreError> {
         let jobs = self.jobs_table();
-        let finished = "(j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))";
+        let finished = FINISHED_JOB;
         db!(self, |p, stmt| {
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
             let mut tx = p.begin().await?;
@@ -1502,16 +1741,12 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             for (id, attempts) in &due {
-                let job = job_for(*id, u32::try_from(*attempts).unwrap_or(0));
-                sqlx::query(stmt(&format!(
-                    "DELETE FROM {jobs} AS j WHERE j.job_type = ? AND j.idempotency_key = ?
-                       AND {finished}"
-                )))
-                .bind(job.queue)
-                .bind(&job.idempotency_key)
-                .execute(&mut *tx)
-                .await?;
-                push_job(&mut tx, &job).await?;
+                repush!(
+                    tx,
+                    stmt,
+                    jobs,
+                    &job_for(*id, u32::try_from(*attempts).unwrap_or(0))
+                );
             }
             tx.commit().await?;
             Ok(RedriveReport {

@@ -454,3 +454,128 @@ async fn a_server_that_never_answers_times_out_as_transient() {
         );
     }
 }
+
+/// The outbox row of synthetic subscription `i`'s `ready` mail.
+async fn ready_row(app: &TestApp, i: u64) -> renewal_worker::store::OutboxRow {
+    app.store
+        .outbox_by_key(&format!("BENCH-{i:08}/ready"))
+        .await
+        .unwrap()
+        .expect("owed")
+}
+
+on_both_backends!(async one_send_job_takes_the_mails_due_with_it_and_finishes_their_jobs);
+async fn one_send_job_takes_the_mails_due_with_it_and_finishes_their_jobs() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(Some(&sink), "send_batch = 4\nconcurrency = 2\n").await;
+    add_synthetic_subscriptions(&app, 10).await;
+    for i in 0..10 {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    let first = ready_row(&app, 0).await;
+    let d = app.deliverer(app.clock.clone());
+    let taken = d.deliver_batch(first.id, 0, 3).await.unwrap();
+    assert_eq!(taken.len(), 4, "its own mail and three more: {taken:?}");
+    assert_eq!(taken[0].0, first.id, "its own mail first");
+    assert!(
+        taken
+            .iter()
+            .all(|(_, d)| *d == renewal_worker::app::Delivery::Sent)
+    );
+    assert_eq!(sink.received().len(), 4);
+    for i in 0..10 {
+        let row = ready_row(&app, i).await;
+        let job = app
+            .store
+            .job(&format!("send:{}:0", row.id))
+            .await
+            .unwrap()
+            .expect("its job");
+        // The three taken along are the next ones due; their jobs are done, without running.
+        if i < 4 {
+            assert_eq!(row.state, OutboxState::Sent, "{row:?}");
+            assert_eq!(row.attempts, 1);
+            assert_eq!(app.store.attempts(row.id).await.unwrap().len(), 1);
+        } else {
+            assert_eq!(row.state, OutboxState::Pending, "{row:?}");
+        }
+        let expected = match i {
+            0 => "pending", // its own job: finished by the queue that ran it, not here
+            1..=3 => "done",
+            _ => "pending",
+        };
+        assert_eq!(job.status, expected, "mail {i}: {job:?}");
+    }
+    // Another job of a mail already taken finds nothing to do and takes nothing.
+    let second = ready_row(&app, 1).await;
+    assert!(d.deliver_batch(second.id, 0, 3).await.unwrap().is_empty());
+    assert_eq!(sink.received().len(), 4);
+
+    // The daemon sends the rest (and the first mail's job, run now, finds it sent).
+    app.start("w-batch");
+    assert!(eventually(WAIT, || sink.received().len() >= 10).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    let ids: std::collections::BTreeSet<String> =
+        sink.received().iter().map(|m| m.message_id()).collect();
+    assert_eq!(sink.received().len(), 10, "each mail once");
+    assert_eq!(ids.len(), 10);
+    assert!(
+        app.outbox()
+            .await
+            .iter()
+            .all(|o| o.state == OutboxState::Sent && o.attempts == 1)
+    );
+}
+
+on_both_backends!(async a_batch_out_of_time_gives_its_unsent_mails_back_uncounted);
+async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
+    // One send at a time, each taking 1.5 s; a batch may start sends for 1 s (half the job
+    // timeout): the first mail goes, the other four are given back.
+    let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(1500)));
+    let mut app = TestApp::new(
+        Some(&sink),
+        "send_batch = 5\nconcurrency = 1\njob_timeout = \"2s\"\nsending_lease = \"10s\"\n",
+    )
+    .await;
+    add_synthetic_subscriptions(&app, 5).await;
+    for i in 0..5 {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    let first = ready_row(&app, 0).await;
+    let d = app.deliverer(app.clock.clone());
+    let taken = d.deliver_batch(first.id, 0, 4).await.unwrap();
+    use renewal_worker::app::Delivery;
+    assert_eq!(taken[0], (first.id, Delivery::Sent));
+    assert_eq!(taken.len(), 5);
+    assert!(
+        taken[1..].iter().all(|(_, d)| *d == Delivery::Released),
+        "{taken:?}"
+    );
+    assert_eq!(sink.received().len(), 1);
+    for i in 1..5 {
+        let row = ready_row(&app, i).await;
+        assert_eq!(row.state, OutboxState::Pending, "{row:?}");
+        assert_eq!(row.attempts, 0, "no attempt counted: {row:?}");
+        assert!(app.store.attempts(row.id).await.unwrap().is_empty());
+        let job = app
+            .store
+            .job(&format!("send:{}:0", row.id))
+            .await
+            .unwrap()
+            .expect("a job again");
+        assert_eq!(job.status, "pending", "{job:?}");
+    }
+
+    app.start("w-slow-batch");
+    assert!(eventually(Duration::from_secs(30), || sink.received().len() >= 5).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), 5, "each mail once");
+    assert!(
+        app.outbox()
+            .await
+            .iter()
+            .all(|o| o.state == OutboxState::Sent && o.attempts == 1)
+    );
+}
