@@ -265,6 +265,10 @@ macro_rules! repush {
     }};
 }
 
+// Queries for owed rows repeat the `outbox_owed` index's condition, `state IN ('pending',
+// 'sending')`, beside their own `state = ...`: SQLite uses a partial index only when the query
+// names its condition, and otherwise scans the whole outbox, sent mail included.
+
 /// Owed rows one redrive pass looks at; the rest wait for the next pass.
 const REDRIVE_BATCH: u32 = 1000;
 
@@ -1155,7 +1159,8 @@ impl Store {
         db!(self, |p, stmt| {
             let rows: Vec<(i64, i64)> = sqlx::query_as(stmt(
                 "SELECT id, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+             WHERE state = 'pending' AND state IN ('pending', 'sending')
+               AND next_attempt_at <= ? ORDER BY id LIMIT ?",
             ))
             .bind(millis(now))
             .bind(i64::from(limit))
@@ -1442,7 +1447,8 @@ impl Store {
             // jobs' unique key, whatever the planner believes of the tables' sizes.
             let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
                 "SELECT id, attempts FROM outbox
-                 WHERE state = 'pending' AND next_attempt_at <= ?
+                 WHERE state = 'pending' AND state IN ('pending', 'sending')
+                   AND next_attempt_at <= ?
                  ORDER BY next_attempt_at, id LIMIT ? {skip_locked}"
             )))
             .bind(millis(now))
@@ -1587,10 +1593,10 @@ impl Store {
     /// [`Store::finish_attempt`] for many attempts in one transaction (one commit), as a job
     /// that sent many mails records them. One flag per attempt, in order.
     pub async fn finish_attempts(&self, fs: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
-        const RECORD: &str = "INSERT INTO delivery_attempts (outbox_id, attempt, worker,
-               started_at, finished_at, outcome, smtp_code, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (outbox_id, attempt) DO NOTHING";
+        const RECORD_HEAD: &str = "INSERT INTO delivery_attempts (outbox_id, attempt, worker,
+               started_at, finished_at, outcome, smtp_code, detail) VALUES";
+        const RECORD_TAIL: &str = "ON CONFLICT (outbox_id, attempt) DO NOTHING";
+        const ONE_RECORD: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         const GUARD: &str = "WHERE id = ? AND state = 'sending' AND attempts = ?";
         // The row's next state, and the job of its retry if there is one.
         fn update_of(f: &FinishedAttempt) -> (String, Option<&QueuedJob>) {
@@ -1664,26 +1670,63 @@ impl Store {
                 .bind(i64::from(f.attempt))
             }};
         }
+        if fs.is_empty() {
+            return Ok(Vec::new());
+        }
         if let ([f], Db::Postgres(p)) = (fs, &self.db)
             && update_of(f).1.is_none()
         {
             // On PostgreSQL a mail's usual end (sent, or failed for good) is one statement:
             // the attempt row rides along in a data-modifying WITH, saving the round trips of
             // a transaction. SQLite has no such WITH; its round trips are cheap.
-            let sql =
-                numbered_placeholders(&format!("WITH recorded AS ({RECORD}) {}", update_of(f).0));
+            let sql = numbered_placeholders(&format!(
+                "WITH recorded AS ({RECORD_HEAD} {ONE_RECORD} {RECORD_TAIL}) {}",
+                update_of(f).0
+            ));
             let q = bind_record!(sqlx::query(trusted(sql)), f);
             return Ok(vec![
                 bind_update!(q, f).execute(p).await?.rows_affected() == 1,
             ]);
         }
+        // Many attempts: every record in one statement, and the mails sent (the usual end) in
+        // one more; each statement is a round trip (on SQLite a hop to its thread).
+        let is_sent = |f: &FinishedAttempt| matches!(f.outcome, AttemptOutcome::Sent);
+        let sent: Vec<&FinishedAttempt> = fs.iter().filter(|f| is_sent(f)).collect();
+        let mark_sent = format!(
+            "UPDATE outbox SET state = 'sent', claimed_by = NULL, last_error = NULL,
+               sent_at = CASE id {} END
+             WHERE state = 'sending' AND (id, attempts) IN (VALUES {})
+             RETURNING id",
+            "WHEN ? THEN ? ".repeat(sent.len()),
+            vec!["(?, ?)"; sent.len()].join(", ")
+        );
         db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
+            let mut records = sqlx::query(stmt(&format!(
+                "{RECORD_HEAD} {} {RECORD_TAIL}",
+                vec![ONE_RECORD; fs.len()].join(", ")
+            )));
+            for f in fs {
+                records = bind_record!(records, f);
+            }
+            records.execute(&mut *tx).await?;
+            let mut sent_kept = std::collections::HashSet::new();
+            if !sent.is_empty() {
+                let mut q = sqlx::query_scalar::<_, i64>(stmt(&mark_sent));
+                for f in &sent {
+                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
+                }
+                for f in &sent {
+                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
+                }
+                sent_kept.extend(q.fetch_all(&mut *tx).await?);
+            }
             let mut kept = Vec::with_capacity(fs.len());
             for f in fs {
-                bind_record!(sqlx::query(stmt(RECORD)), f)
-                    .execute(&mut *tx)
-                    .await?;
+                if is_sent(f) {
+                    kept.push(sent_kept.contains(&f.outbox_id));
+                    continue;
+                }
                 let (update, retry_job) = update_of(f);
                 let updated = bind_update!(sqlx::query(stmt(&update)), f)
                     .execute(&mut *tx)
@@ -1722,7 +1765,7 @@ impl Store {
             let expired = sqlx::query(stmt(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
                last_error = 'claim lease expired; worker presumed lost'
-             WHERE state = 'sending' AND claimed_at < ?",
+             WHERE state = 'sending' AND state IN ('pending', 'sending') AND claimed_at < ?",
             ))
             .bind(millis(now))
             .bind(millis(now).saturating_sub(lease_ms))
@@ -1731,7 +1774,8 @@ impl Store {
             .rows_affected();
             let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
                 "SELECT o.id, o.attempts FROM outbox o
-             WHERE o.state = 'pending' AND o.next_attempt_at <= ?
+             WHERE o.state = 'pending' AND o.state IN ('pending', 'sending')
+               AND o.next_attempt_at <= ?
                AND NOT EXISTS (SELECT 1 FROM {jobs} j
                  WHERE j.job_type = ? AND j.idempotency_key = {job_key_sql} AND NOT {finished})
              ORDER BY o.next_attempt_at LIMIT {REDRIVE_BATCH}"

@@ -528,6 +528,48 @@ async fn one_send_job_takes_the_mails_due_with_it_and_finishes_their_jobs() {
     );
 }
 
+on_both_backends!(async a_batch_records_each_mail_by_its_own_outcome);
+async fn a_batch_records_each_mail_by_its_own_outcome() {
+    // One send at a time, so the server's two refusals fall on the batch's first two mails.
+    let sink = SmtpSink::start(Behaviour::TempFailFirst(2));
+    let app = TestApp::new(Some(&sink), "send_batch = 4\nconcurrency = 1\n").await;
+    add_synthetic_subscriptions(&app, 4).await;
+    for i in 0..4 {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    let first = ready_row(&app, 0).await;
+    let d = app.deliverer(app.clock.clone());
+    let taken = d.deliver_batch(first.id, 0, 3).await.unwrap();
+    assert_eq!(taken.len(), 4, "{taken:?}");
+    for (i, (id, delivery)) in (0..).zip(&taken) {
+        let row = ready_row(&app, i).await;
+        assert_eq!(row.id, *id, "taken in the order they became due");
+        let attempts = app.store.attempts(*id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "one record per mail: {attempts:?}");
+        assert_eq!(row.attempts, 1);
+        if i < 2 {
+            assert!(
+                matches!(
+                    delivery,
+                    renewal_worker::app::Delivery::RetryScheduled { .. }
+                ),
+                "mail {i}: {delivery:?}"
+            );
+            assert_eq!(row.state, OutboxState::Pending, "{row:?}");
+            assert_eq!(attempts[0].outcome, "transient");
+            assert_eq!(attempts[0].smtp_code, Some(451));
+            let retry = app.store.job(&format!("send:{id}:1")).await.unwrap();
+            assert_eq!(retry.expect("its retry job").status, "pending");
+        } else {
+            assert_eq!(*delivery, renewal_worker::app::Delivery::Sent, "mail {i}");
+            assert_eq!(row.state, OutboxState::Sent, "{row:?}");
+            assert_eq!(attempts[0].outcome, "sent");
+            assert!(row.sent_at.is_some());
+        }
+    }
+    assert_eq!(sink.received().len(), 2);
+}
+
 on_both_backends!(async a_batch_out_of_time_gives_its_unsent_mails_back_uncounted);
 async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
     // One send at a time, each taking 1.5 s; a batch may start sends for 1 s (half the job
