@@ -1466,7 +1466,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             if postgres {
-                sqlx::raw_sql("SET LOCAL enable_sort = on")
+                sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT")
                     .execute(&mut *tx)
                     .await?;
             }
