@@ -269,6 +269,18 @@ macro_rules! repush {
 // 'sending')`, beside their own `state = ...`: SQLite uses a partial index only when the query
 // names its condition, and otherwise scans the whole outbox, sent mail included.
 
+/// How a claim moves a row on: to sending, its attempt counted, its claimant noted.
+const CLAIM_SET: &str = "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
+       claimed_by = ?, claimed_at = ?";
+/// The claim of one row for one attempt: only while it is pending at that attempt.
+const CLAIM_ONE_WHERE: &str = "WHERE id = ? AND state = 'pending' AND attempts = ?";
+static CLAIM_ONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{CLAIM_SET} {CLAIM_ONE_WHERE} RETURNING {}",
+        rows::OUTBOX_COLUMNS
+    )
+});
+
 /// Owed rows one redrive pass looks at; the rest wait for the next pass.
 const REDRIVE_BATCH: u32 = 1000;
 
@@ -1328,19 +1340,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<OutboxRow>, StoreError> {
         db!(self, |p, stmt| {
-            let row = sqlx::query(stmt(&format!(
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-               claimed_by = ?, claimed_at = ?
-             WHERE id = ? AND state = 'pending' AND attempts = ?
-             RETURNING {}",
-                rows::OUTBOX_COLUMNS
-            )))
-            .bind(worker)
-            .bind(millis(now))
-            .bind(outbox_id)
-            .bind(i64::from(expected_attempts))
-            .fetch_optional(p)
-            .await?;
+            let row = sqlx::query(stmt(&CLAIM_ONE))
+                .bind(worker)
+                .bind(millis(now))
+                .bind(outbox_id)
+                .bind(i64::from(expected_attempts))
+                .fetch_optional(p)
+                .await?;
             row.map(|r| rows::outbox_from_row(&r)).transpose()
         })
     }
@@ -1426,19 +1432,13 @@ impl Store {
             let mut tx = p.begin().await?;
             // The job's own row first: on SQLite this write takes the database's write lock
             // for the whole transaction, so the rows picked below cannot change under it.
-            let Some(own) = sqlx::query(stmt(&format!(
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-                   claimed_by = ?, claimed_at = ?
-                 WHERE id = ? AND state = 'pending' AND attempts = ?
-                 RETURNING {}",
-                rows::OUTBOX_COLUMNS
-            )))
-            .bind(worker)
-            .bind(millis(now))
-            .bind(outbox_id)
-            .bind(i64::from(expected_attempts))
-            .fetch_optional(&mut *tx)
-            .await?
+            let Some(own) = sqlx::query(stmt(&CLAIM_ONE))
+                .bind(worker)
+                .bind(millis(now))
+                .bind(outbox_id)
+                .bind(i64::from(expected_attempts))
+                .fetch_optional(&mut *tx)
+                .await?
             else {
                 return Ok(Vec::new());
             };
@@ -1503,10 +1503,7 @@ impl Store {
             }
             if !picked.is_empty() {
                 let mut claim = sqlx::query(stmt(&format!(
-                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-                       claimed_by = ?, claimed_at = ?
-                     WHERE state = 'pending' AND id IN ({})
-                     RETURNING {}",
+                    "{CLAIM_SET} WHERE state = 'pending' AND id IN ({}) RETURNING {}",
                     placeholders(picked.len()),
                     rows::OUTBOX_COLUMNS
                 )))
@@ -1773,7 +1770,6 @@ impl Store {
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<RedriveReport, StoreError> {
         let jobs = self.jobs_table();
-        let finished = FINISHED_JOB;
         db!(self, |p, stmt| {
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
             let mut tx = p.begin().await?;
@@ -1792,7 +1788,7 @@ impl Store {
              WHERE o.state = 'pending' AND o.state IN ('pending', 'sending')
                AND o.next_attempt_at <= ?
                AND NOT EXISTS (SELECT 1 FROM {jobs} j
-                 WHERE j.job_type = ? AND j.idempotency_key = {job_key_sql} AND NOT {finished})
+                 WHERE j.job_type = ? AND j.idempotency_key = {job_key_sql} AND NOT {FINISHED_JOB})
              ORDER BY o.next_attempt_at LIMIT {REDRIVE_BATCH}"
             )))
             .bind(millis(now))
@@ -1905,10 +1901,9 @@ static DUE_CONTEXTS: LazyLock<String> = LazyLock::new(|| {
 static CLAIM_FOR_SEND_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     numbered_placeholders(&format!(
         "WITH claimed AS (
-           UPDATE outbox SET state = 'sending', attempts = attempts + 1,
-             claimed_by = ?, claimed_at = ?
+           {CLAIM_SET}
            FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-           WHERE id = ? AND state = 'pending' AND attempts = ?
+           {CLAIM_ONE_WHERE}
            RETURNING {outbox})
          SELECT claimed.*, {context}
          FROM claimed
