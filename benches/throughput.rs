@@ -12,9 +12,15 @@
 //! 4. Peak RSS of the daemon (the release binary) idle, and while it works a 100,000-mail
 //!    backlog.
 //!
-//! `RW_BENCH_SECTIONS=2,3` (any of 1-4; 3 runs with 2) and `RW_BENCH_BACKENDS=postgresql` narrow
-//! a run while working on one figure, and `RW_BENCH_BATCH=8` sets `worker.send_batch` (32, the
-//! default, when unset); the README's figures come from a whole run with the default.
+//! `RW_BENCH_SECTIONS=2,3` (any of 1-4; 3 runs beside 2, and 2 without 3 leaves the no-op
+//! runs out), `RW_BENCH_BACKENDS=postgresql` and `RW_BENCH_LEVELS=16` narrow a run while
+//! working on one figure, and `RW_BENCH_BATCH=8` sets `worker.send_batch` (32, the default,
+//! when unset); the README's figures come from a whole run with the default.
+//!
+//! Sections 1 and 2 also print this process's CPU time per mail (the sink's included, a
+//! PostgreSQL server's not). The sink shares the machine's cores, so once both runs keep every
+//! core busy, raw CPU per send over end-to-end CPU per mail bounds the end-to-end share of the
+//! raw send rate.
 
 mod support;
 
@@ -29,7 +35,9 @@ use renewal_worker::clock::SystemClock;
 use renewal_worker::domain::SubscriptionId;
 use renewal_worker::notify::NotificationKind;
 use renewal_worker::store::{JobQueue, QueueOptions, QueuedJob};
-use support::{Backend, BenchDb, Sink, fill, open, owe_ready_mails, rss_mib, settings};
+use support::{
+    Backend, BenchDb, Sink, cpu_seconds, fill, open, owe_ready_mails, rss_mib, settings,
+};
 
 const LEVELS: [usize; 3] = [1, 4, 16];
 const RAW_SENDS: u64 = 4_000;
@@ -73,13 +81,14 @@ where
 }
 
 /// Raw lettre: the same rendered mail, sent `RAW_SENDS` times through a pool of 16.
-async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> f64 {
+async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> (f64, f64) {
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(sink.port)
             .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(16))
             .build();
     let before = sink.count();
+    let cpu = cpu_seconds();
     let r = rate(RAW_SENDS, c, move |_| {
         let (transport, message) = (transport.clone(), message.clone());
         async move {
@@ -91,7 +100,7 @@ async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> f64 {
         sink.wait_for(before + RAW_SENDS, Duration::from_secs(30))
             .await
     );
-    r
+    (r, (cpu_seconds() - cpu) / RAW_SENDS as f64)
 }
 
 /// Raw database: per mail, one commit inserting an owed outbox row and one marking it sent,
@@ -163,8 +172,9 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
 }
 
 /// End to end: `n` ready events recorded, then the daemon's worker started with `c` mails at
-/// once; mails/s from its start until the sink has every mail.
-async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64) {
+/// once; mails/s from its start until the sink has every mail, the events' rate, and this
+/// process's CPU seconds per mail meanwhile (the sink's included; a PostgreSQL server's not).
+async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64, f64) {
     // Enough mails that the worker's start (first fetch, pools filling) is a small part.
     let n = E2E_MAILS;
     let db = BenchDb::new(backend).await.expect("database");
@@ -184,6 +194,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64) {
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let worker = tokio::spawn(renewal_worker::jobs::run_worker(deliverer, async {
         let _ = stopped.await;
     }));
@@ -192,11 +203,12 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64) {
         "every mail arrived"
     );
     let r = n as f64 / t.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds() - cpu) / n as f64;
     let _ = stop.send(());
     worker.await.expect("worker task").expect("worker");
     store.close().await;
     db.drop_database().await;
-    (r, n as f64 / enqueue.as_secs_f64())
+    (r, n as f64 / enqueue.as_secs_f64(), cpu)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -300,11 +312,14 @@ fn daemon(db_url: &str, sink: &Sink, dir: &std::path::Path) -> std::process::Chi
         .expect("start the daemon")
 }
 
-fn stop(mut child: std::process::Child) {
+/// SIGTERM, then waits for the daemon to exit; returns how long that took and how it ended.
+fn stop(mut child: std::process::Child) -> (Duration, std::process::ExitStatus) {
+    let t = Instant::now();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let _ = child.wait();
+    let status = child.wait().expect("the daemon's exit");
+    (t.elapsed(), status)
 }
 
 /// Peak RSS idle (10 s on an empty database), then while working through `BACKLOG` owed mails
@@ -317,7 +332,7 @@ async fn memory(backend: Backend, sink: &Sink) {
     let child = daemon(&db.url, sink, dir.path());
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (idle_peak, idle_now) = rss_mib(child.id()).expect("rss");
-    stop(child);
+    let _ = stop(child);
     println!("  idle daemon: peak RSS {idle_peak:.1} MiB (now {idle_now:.1} MiB)");
 
     fill(&store, BACKLOG, 0).await;
@@ -342,7 +357,12 @@ async fn memory(backend: Backend, sink: &Sink) {
             );
         }
     }
-    stop(child);
+    // A busy daemon's stop: the batches in hand finish within worker.shutdown_grace.
+    let (took, status) = stop(child);
+    println!(
+        "  SIGTERM while working the backlog: exited in {:.1} s ({status})",
+        took.as_secs_f64()
+    );
     store.close().await;
     db.drop_database().await;
 }
@@ -351,6 +371,8 @@ async fn memory(backend: Backend, sink: &Sink) {
 async fn main() {
     let sections = std::env::var("RW_BENCH_SECTIONS").unwrap_or_else(|_| "1,2,3,4".into());
     let section = |n: &str| sections.split(',').any(|s| s.trim() == n);
+    let levels = std::env::var("RW_BENCH_LEVELS").unwrap_or_else(|_| "1,4,16".into());
+    let level = |c: usize| levels.split(',').any(|s| s.trim() == c.to_string());
     let wanted = std::env::var("RW_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgresql".into());
     let wants = |b: Backend| {
         wanted
@@ -418,16 +440,26 @@ async fn main() {
         println!("\n2. end to end (event recorded -> mail accepted), and 3. apalis no-op jobs");
         for &b in &backends {
             for (i, c) in LEVELS.into_iter().enumerate() {
-                let (e2e, enqueue) = end_to_end(b, &sink, c).await;
-                let noop = apalis_noop(b, c).await;
-                let raw_send = limits.sends.get(i).copied().unwrap_or(f64::NAN);
+                if !level(c) {
+                    continue;
+                }
+                let (e2e, enqueue, cpu) = end_to_end(b, &sink, c).await;
+                let noop = if section("3") {
+                    apalis_noop(b, c).await
+                } else {
+                    f64::NAN
+                };
+                let (raw_send, raw_cpu) =
+                    limits.sends.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
                 let limit = raw_send.min(limits.commits.get(&(b, c)).copied().unwrap_or(f64::NAN));
                 println!(
-                    "  {:<10} {c:>2} at once: {e2e:>6.0} mails/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per mail {:.2}x; events recorded {enqueue:.0}/s",
+                    "  {:<10} {c:>2} at once: {e2e:>6.0} mails/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per mail {:.2}x; events recorded {enqueue:.0}/s; CPU per mail {:.0} us (raw send {:.0} us)",
                     b.name(),
                     e2e / raw_send,
                     e2e / limit,
                     noop / e2e,
+                    cpu * 1e6,
+                    raw_cpu * 1e6,
                 );
             }
         }
@@ -446,7 +478,8 @@ async fn main() {
 /// level. Empty when the section is not run.
 #[derive(Default)]
 struct Limits {
-    sends: Vec<f64>,
+    /// Sends/s and CPU seconds per send.
+    sends: Vec<(f64, f64)>,
     commits: std::collections::HashMap<(Backend, usize), f64>,
 }
 
@@ -455,9 +488,12 @@ async fn limits(sink: &Sink, message: &lettre::Message, backends: &[Backend]) ->
     println!("\n1. limits");
     let mut limits = Limits::default();
     for c in LEVELS {
-        let r = raw_sends(sink, message.clone(), c).await;
-        println!("  raw lettre sends, {c:>2} at once: {r:>7.0}/s");
-        limits.sends.push(r);
+        let (r, cpu) = raw_sends(sink, message.clone(), c).await;
+        println!(
+            "  raw lettre sends, {c:>2} at once: {r:>7.0}/s, CPU per send {:.0} us",
+            cpu * 1e6
+        );
+        limits.sends.push((r, cpu));
     }
     for &b in backends {
         for c in LEVELS {

@@ -383,21 +383,30 @@ impl Deliverer {
         attempts: u32,
         more: u32,
     ) -> Result<Vec<(i64, Delivery)>, AppError> {
+        self.deliver_taken(Some((outbox_id, attempts)), more).await
+    }
+
+    /// [`Deliverer::deliver_batch`] without a mail of its own: takes up to `n` owed mails that
+    /// are due and whose jobs still wait. Empty when there are none.
+    pub async fn deliver_due(&self, n: u32) -> Result<Vec<(i64, Delivery)>, AppError> {
+        self.deliver_taken(None, n).await
+    }
+
+    async fn deliver_taken(
+        &self,
+        own: Option<(i64, u32)>,
+        more: u32,
+    ) -> Result<Vec<(i64, Delivery)>, AppError> {
         let started_at = self.clock.now();
         let claimed = std::time::Instant::now();
         let claims = self
             .store
-            .claim_batch(
-                outbox_id,
-                attempts,
-                more,
-                &self.worker_name,
-                started_at,
-                |id, attempts| send_job(id, attempts, Duration::ZERO),
-            )
+            .claim_batch(own, more, &self.worker_name, started_at, |id, attempts| {
+                send_job(id, attempts, Duration::ZERO)
+            })
             .await?;
         if claims.is_empty() {
-            debug!(outbox_id, attempts, "nothing owed to this job");
+            debug!(?own, "nothing owed to this job");
             return Ok(Vec::new());
         }
         // A send not begun by then is given back unsent: the batch's last mails, waiting for a

@@ -315,3 +315,19 @@ pub fn rss_mib(pid: u32) -> Option<(f64, f64)> {
     };
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
+
+/// CPU time (user + system) this process has used so far, in seconds: `/proc/self/stat`'s
+/// utime and stime, in clock ticks of 1/100 s (Linux's USER_HZ).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |n: usize| {
+        rest.split_whitespace()
+            .nth(n)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+    (field(11) + field(12)) / 100.0
+}

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use apalis::prelude::*;
 use tracing::{Instrument, error, info, warn};
@@ -48,32 +48,67 @@ pub enum WorkerError {
     Monitor(String),
 }
 
-async fn handle_send(job: SendMail, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
-    // The delivery is a task of its own, so that it finishes even if the job is dropped (the
-    // job timeout; a queue worker that stops on a database error drops the jobs it runs): a
-    // mail handed to the server is then still recorded, not left to be sent again when its
-    // claim's lease runs out.
-    let delivery = {
-        let deliverer = Arc::clone(&deliverer);
-        let more = deliverer.settings.worker.send_batch.saturating_sub(1);
-        tokio::spawn(
-            async move {
-                deliverer
-                    .deliver_batch(job.outbox_id, job.attempts, more)
-                    .await
-            }
-            .in_current_span(),
-        )
-    };
-    let result = match delivery.await {
-        Ok(result) => result,
-        // Never aborted: only a panic ends it early, and it is this job's panic.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+/// Set once the daemon is stopping: a send job then finishes the batch in hand and takes no
+/// further one.
+#[derive(Default)]
+struct Stopping(AtomicBool);
+
+impl Stopping {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle_send(
+    job: SendMail,
+    deliverer: Data<Arc<Deliverer>>,
+    stopping: Data<Arc<Stopping>>,
+) -> Result<(), BoxDynError> {
+    let batch = deliverer.settings.worker.send_batch;
+    let started = std::time::Instant::now();
+    // A job that found a full batch due goes on to the next one itself: going back through
+    // the queue (fetch, lock, ack) for every batch costs more than the batch's own claim.
+    // Later batches start only in the first quarter of the job's time, since each may spend
+    // half of it (its send deadline) and then record.
+    let go_on_until = started + deliverer.settings.worker.job_timeout / 4;
+    let mut own = Some((job.outbox_id, job.attempts));
+    let result = loop {
+        // Each batch is a task of its own, so that it finishes even if the job is dropped
+        // (the job timeout; a queue worker that stops on a database error drops the jobs it
+        // runs): a mail handed to the server is then still recorded, not left to be sent
+        // again when its claim's lease runs out. A dropped job starts no further batch.
+        let delivery = {
+            let deliverer = Arc::clone(&deliverer);
+            tokio::spawn(
+                async move {
+                    match own {
+                        Some((id, attempts)) => {
+                            deliverer
+                                .deliver_batch(id, attempts, batch.saturating_sub(1))
+                                .await
+                        }
+                        None => deliverer.deliver_due(batch).await,
+                    }
+                }
+                .in_current_span(),
+            )
+        };
+        let taken = match delivery.await {
+            Ok(Ok(taken)) => taken.len(),
+            Ok(Err(e)) => break Err(e),
+            // Never aborted: only a panic ends it early, and it is this job's panic.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        own = None;
+        let full = batch > 1 && taken >= usize::try_from(batch).unwrap_or(usize::MAX);
+        if !full || stopping.is_set() || std::time::Instant::now() >= go_on_until {
+            break Ok(());
+        }
     };
     deliverer.metrics.job("send", result.is_ok());
     // Mail failures are recorded in the outbox; only store trouble fails the job, for apalis
     // to retry it (the claim guard keeps that single).
-    result.map(|_| ()).map_err(|e| Box::new(e) as BoxDynError)
+    result.map_err(|e| Box::new(e) as BoxDynError)
 }
 
 async fn handle_tick(_tick: Tick, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
@@ -237,6 +272,8 @@ pub async fn run_worker(
     };
 
     let send_deliverer = deliverer.clone();
+    let stopping = Arc::new(Stopping::default());
+    let send_stopping = stopping.clone();
     let monitor = Monitor::new()
         // A database blip must not leave the daemon running without a worker.
         .should_restart({
@@ -267,6 +304,7 @@ pub async fn run_worker(
             WorkerBuilder::new(name)
                 .backend(queue)
                 .data(send_deliverer.clone())
+                .data(send_stopping.clone())
                 .concurrency(concurrency)
                 .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
                 .timeout(job_timeout)
@@ -341,6 +379,7 @@ pub async fn run_worker(
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
+            stopping.0.store(true, Ordering::SeqCst);
             info!("shutting down: finishing jobs in flight");
             Ok(())
         })

@@ -1404,16 +1404,21 @@ impl Store {
     /// the outbox's instant, to the millisecond (a job's own is rounded up to the second). On
     /// PostgreSQL rows and jobs are locked with `SKIP LOCKED`: workers on several hosts take
     /// disjoint sets rather than wait on each other.
+    ///
+    /// Without an own row (`own` = `None`) it takes only the `more` others: how a send job
+    /// that found plenty due goes on to its next batch without a trip through the queue.
     pub async fn claim_batch(
         &self,
-        outbox_id: i64,
-        expected_attempts: u32,
+        own: Option<(i64, u32)>,
         more: u32,
         worker: &str,
         now: DateTime<Utc>,
         job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Vec<Claimed>, StoreError> {
         if more == 0 {
+            let Some((outbox_id, expected_attempts)) = own else {
+                return Ok(Vec::new());
+            };
             return Ok(self
                 .claim_for_send(outbox_id, expected_attempts, worker, now)
                 .await?
@@ -1428,24 +1433,32 @@ impl Store {
         // A few more rows than wanted: the jobs of the first due are often just fetched by a
         // worker (theirs to run), and those rows are left to them.
         let look_at = more.saturating_add(more / 4 + 4);
+        let postgres = matches!(self.db, Db::Postgres(_));
         db!(self, |p, stmt| {
-            let mut tx = p.begin().await?;
-            // The job's own row first: on SQLite this write takes the database's write lock
-            // for the whole transaction, so the rows picked below cannot change under it.
-            let Some(own) = sqlx::query(stmt(&CLAIM_ONE))
-                .bind(worker)
-                .bind(millis(now))
-                .bind(outbox_id)
-                .bind(i64::from(expected_attempts))
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                return Ok(Vec::new());
+            // On SQLite the transaction takes the database's write lock at once, so the rows
+            // read below cannot change under it, nor can its first write find its snapshot
+            // stale (which no busy timeout would cure).
+            let mut tx = if postgres {
+                p.begin().await?
+            } else {
+                p.begin_with("BEGIN IMMEDIATE").await?
             };
-            let mut taken = vec![rows::outbox_from_row(&own)?];
+            let mut taken = Vec::new();
+            if let Some((outbox_id, expected_attempts)) = own {
+                let Some(row) = sqlx::query(stmt(&CLAIM_ONE))
+                    .bind(worker)
+                    .bind(millis(now))
+                    .bind(outbox_id)
+                    .bind(i64::from(expected_attempts))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(Vec::new());
+                };
+                taken.push(rows::outbox_from_row(&row)?);
+            }
             // Two simple steps rather than one join: each is an index range or probes of the
             // jobs' unique key, whatever the planner believes of the tables' sizes.
-            let postgres = matches!(self.db, Db::Postgres(_));
             if postgres {
                 // Right after a burst of owed mail (an import, a backlog) PostgreSQL's table
                 // statistics still say the outbox is small, and it would read every pending
@@ -1481,7 +1494,7 @@ impl Store {
                 .collect();
             let mut picked = Vec::new();
             if !by_key.is_empty() {
-                let queue = job_for(outbox_id, expected_attempts).queue;
+                let queue = job_for(0, 0).queue;
                 let mut retire = sqlx::query_scalar::<_, String>(stmt(&format!(
                     "UPDATE {jobs} SET status = 'Done', done_at = {done_at}
                      WHERE id IN (SELECT id FROM {jobs}
@@ -1515,6 +1528,9 @@ impl Store {
                 for r in claim.fetch_all(&mut *tx).await? {
                     taken.push(rows::outbox_from_row(&r)?);
                 }
+            }
+            if taken.is_empty() {
+                return Ok(Vec::new());
             }
             // Their subscriptions, each read once, in the same snapshot.
             let mut subscriptions: Vec<&str> =
@@ -1550,7 +1566,8 @@ impl Store {
                 })
                 .collect();
             // The job's own mail first, the others in the order they became due.
-            claims[1..].sort_by_key(|c| (c.row.next_attempt_at, c.row.id));
+            let others = usize::from(own.is_some());
+            claims[others..].sort_by_key(|c| (c.row.next_attempt_at, c.row.id));
             Ok(claims)
         })
     }

@@ -455,6 +455,15 @@ async fn a_server_that_never_answers_times_out_as_transient() {
     }
 }
 
+/// The send job of outbox row `id`'s first attempt; `what` names it if it is missing.
+async fn first_job(app: &TestApp, id: i64, what: &str) -> renewal_worker::store::JobRow {
+    app.store
+        .job(&format!("send:{id}:0"))
+        .await
+        .unwrap()
+        .expect(what)
+}
+
 /// The outbox row of synthetic subscription `i`'s `ready` mail.
 async fn ready_row(app: &TestApp, i: u64) -> renewal_worker::store::OutboxRow {
     app.store
@@ -485,12 +494,7 @@ async fn one_send_job_takes_the_mails_due_with_it_and_finishes_their_jobs() {
     assert_eq!(sink.received().len(), 4);
     for i in 0..10 {
         let row = ready_row(&app, i).await;
-        let job = app
-            .store
-            .job(&format!("send:{}:0", row.id))
-            .await
-            .unwrap()
-            .expect("its job");
+        let job = first_job(&app, row.id, "its job").await;
         // The three taken along are the next ones due; their jobs are done, without running.
         if i < 4 {
             assert_eq!(row.state, OutboxState::Sent, "{row:?}");
@@ -600,12 +604,7 @@ async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
         assert_eq!(row.state, OutboxState::Pending, "{row:?}");
         assert_eq!(row.attempts, 0, "no attempt counted: {row:?}");
         assert!(app.store.attempts(row.id).await.unwrap().is_empty());
-        let job = app
-            .store
-            .job(&format!("send:{}:0", row.id))
-            .await
-            .unwrap()
-            .expect("a job again");
+        let job = first_job(&app, row.id, "a job again").await;
         assert_eq!(job.status, "pending", "{job:?}");
     }
 
@@ -619,5 +618,109 @@ async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
             .await
             .iter()
             .all(|o| o.state == OutboxState::Sent && o.attempts == 1)
+    );
+}
+
+on_both_backends!(async mail_due_is_taken_in_batches_without_a_mail_of_the_taker_own);
+async fn mail_due_is_taken_in_batches_without_a_mail_of_the_taker_own() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let app = TestApp::new(Some(&sink), "send_batch = 4\nconcurrency = 2\n").await;
+    add_synthetic_subscriptions(&app, 6).await;
+    for i in 0..6 {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    // One mail's job is already with a worker: it is left to that job.
+    let fetched = ready_row(&app, 2).await;
+    mark_job_running(&app, &format!("send:{}:0", fetched.id)).await;
+    let d = app.deliverer(app.clock.clone());
+    let first = d.deliver_due(4).await.unwrap();
+    let second = d.deliver_due(4).await.unwrap();
+    assert!(d.deliver_due(4).await.unwrap().is_empty(), "none left");
+    let mut expected = Vec::new();
+    for i in [0, 1, 3, 4, 5] {
+        expected.push(ready_row(&app, i).await.id);
+    }
+    let taken: Vec<i64> = first.iter().chain(&second).map(|(id, _)| *id).collect();
+    assert_eq!(first.len(), 4, "a full batch first: {first:?}");
+    assert_eq!(taken, expected, "in the order they became due");
+    assert!(
+        first
+            .iter()
+            .chain(&second)
+            .all(|(_, d)| *d == renewal_worker::app::Delivery::Sent)
+    );
+    assert_eq!(sink.received().len(), 5);
+    for i in [0, 1, 3, 4, 5] {
+        let row = ready_row(&app, i).await;
+        assert_eq!(row.state, OutboxState::Sent, "{row:?}");
+        let job = app.store.job(&format!("send:{}:0", row.id)).await.unwrap();
+        assert_eq!(job.expect("its job").status, "done");
+    }
+    assert_eq!(ready_row(&app, 2).await.state, OutboxState::Pending);
+}
+
+on_both_backends!(async a_send_job_that_finds_full_batches_goes_on_without_the_queue);
+async fn a_send_job_that_finds_full_batches_goes_on_without_the_queue() {
+    const MAILS: u64 = 40;
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let mut app = TestApp::new(Some(&sink), "send_batch = 4\nconcurrency = 1\n").await;
+    add_synthetic_subscriptions(&app, MAILS).await;
+    for i in 0..MAILS {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    app.start("w-goes-on");
+    assert!(eventually(WAIT, || sink.received().len() as u64 >= MAILS).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    let ids: std::collections::BTreeSet<String> =
+        sink.received().iter().map(|m| m.message_id()).collect();
+    assert_eq!(sink.received().len() as u64, MAILS, "each mail once");
+    assert_eq!(ids.len() as u64, MAILS);
+    // Jobs run by a worker name it; the others were finished by a batch that took their mail.
+    let mut ran = 0;
+    for i in 0..MAILS {
+        let row = ready_row(&app, i).await;
+        assert_eq!(row.state, OutboxState::Sent, "{row:?}");
+        let job = first_job(&app, row.id, "its job").await;
+        assert_eq!(job.status, "done", "{job:?}");
+        ran += usize::from(job.worker.is_some());
+    }
+    // Were every batch a trip through the queue, ten jobs (40 mails, 4 a batch) would run;
+    // two run at once here, and a fetch ahead of them may add a few that find full batches.
+    assert!(ran <= 6, "{ran} jobs ran");
+}
+
+on_both_backends!(async on_shutdown_a_send_job_finishes_its_batch_and_takes_no_more);
+async fn on_shutdown_a_send_job_finishes_its_batch_and_takes_no_more() {
+    const MAILS: u64 = 40;
+    // One mail at a time, 300 ms each: a batch of 4 takes over a second, all 40 twelve.
+    let sink = SmtpSink::start(Behaviour::Slow(Duration::from_millis(300)));
+    let mut app = TestApp::new(Some(&sink), "send_batch = 4\nconcurrency = 1\n").await;
+    add_synthetic_subscriptions(&app, MAILS).await;
+    for i in 0..MAILS {
+        owe_ready(&app.store, &app.settings, i).await;
+    }
+    app.start("w-stops");
+    assert!(
+        eventually(WAIT, || sink.data_starts() >= 1).await,
+        "sending"
+    );
+    app.stop().await;
+    let sent = sink.received().len() as u64;
+    assert!(
+        (1..=8).contains(&sent),
+        "the batches in hand (two jobs, four mails each) and no more: {sent} sent"
+    );
+    let outbox = app.outbox().await;
+    let recorded = outbox
+        .iter()
+        .filter(|o| o.state == OutboxState::Sent)
+        .count() as u64;
+    assert_eq!(recorded, sent, "every mail sent is recorded");
+    assert!(
+        outbox
+            .iter()
+            .all(|o| matches!(o.state, OutboxState::Sent | OutboxState::Pending)),
+        "none left claimed"
     );
 }
