@@ -54,6 +54,10 @@ pub enum WorkerError {
 struct Stopping(AtomicBool);
 
 impl Stopping {
+    fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
     fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -65,12 +69,11 @@ async fn handle_send(
     stopping: Data<Arc<Stopping>>,
 ) -> Result<(), BoxDynError> {
     let batch = deliverer.settings.worker.send_batch;
-    let started = std::time::Instant::now();
     // A job that found a full batch due goes on to the next one itself: going back through
     // the queue (fetch, lock, ack) for every batch costs more than the batch's own claim.
     // Later batches start only in the first quarter of the job's time, since each may spend
     // half of it (its send deadline) and then record.
-    let go_on_until = started + deliverer.settings.worker.job_timeout / 4;
+    let go_on_until = std::time::Instant::now() + deliverer.settings.worker.job_timeout / 4;
     let mut own = Some((job.outbox_id, job.attempts));
     let result = loop {
         // Each batch is a task of its own, so that it finishes even if the job is dropped
@@ -100,6 +103,7 @@ async fn handle_send(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         own = None;
+        // `send_batch = 1` keeps one mail per job, as configured.
         let full = batch > 1 && taken >= usize::try_from(batch).unwrap_or(usize::MAX);
         if !full || stopping.is_set() || std::time::Instant::now() >= go_on_until {
             break Ok(());
@@ -379,7 +383,7 @@ pub async fn run_worker(
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
-            stopping.0.store(true, Ordering::SeqCst);
+            stopping.set();
             info!("shutting down: finishing jobs in flight");
             Ok(())
         })

@@ -1483,18 +1483,18 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            // The due rows' jobs, by key; all are of one queue.
+            let mut queue = None;
             let by_key: std::collections::HashMap<String, i64> = due
                 .iter()
                 .map(|&(id, attempts)| {
-                    (
-                        job_for(id, u32::try_from(attempts).unwrap_or(0)).idempotency_key,
-                        id,
-                    )
+                    let job = job_for(id, u32::try_from(attempts).unwrap_or(0));
+                    queue.get_or_insert(job.queue);
+                    (job.idempotency_key, id)
                 })
                 .collect();
             let mut picked = Vec::new();
-            if !by_key.is_empty() {
-                let queue = job_for(0, 0).queue;
+            if let Some(queue) = queue {
                 let mut retire = sqlx::query_scalar::<_, String>(stmt(&format!(
                     "UPDATE {jobs} SET status = 'Done', done_at = {done_at}
                      WHERE id IN (SELECT id FROM {jobs}

@@ -455,6 +455,22 @@ async fn a_server_that_never_answers_times_out_as_transient() {
     }
 }
 
+/// Runs the daemon as `worker` until the sink has `n` mails (within `limit`), lets it settle,
+/// stops it, and checks that no mail came more than once in all.
+async fn run_until_each_arrived_once(
+    app: &mut TestApp,
+    sink: &SmtpSink,
+    worker: &str,
+    n: usize,
+    limit: Duration,
+) {
+    app.start(worker);
+    assert!(eventually(limit, || sink.received().len() >= n).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.stop().await;
+    assert_eq!(sink.received().len(), n, "each mail once");
+}
+
 /// The send job of outbox row `id`'s first attempt; `what` names it if it is missing.
 async fn first_job(app: &TestApp, id: i64, what: &str) -> renewal_worker::store::JobRow {
     app.store
@@ -516,13 +532,9 @@ async fn one_send_job_takes_the_mails_due_with_it_and_finishes_their_jobs() {
     assert_eq!(sink.received().len(), 4);
 
     // The daemon sends the rest (and the first mail's job, run now, finds it sent).
-    app.start("w-batch");
-    assert!(eventually(WAIT, || sink.received().len() >= 10).await);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    app.stop().await;
+    run_until_each_arrived_once(&mut app, &sink, "w-batch", 10, WAIT).await;
     let ids: std::collections::BTreeSet<String> =
         sink.received().iter().map(|m| m.message_id()).collect();
-    assert_eq!(sink.received().len(), 10, "each mail once");
     assert_eq!(ids.len(), 10);
     assert!(
         app.outbox()
@@ -608,11 +620,7 @@ async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
         assert_eq!(job.status, "pending", "{job:?}");
     }
 
-    app.start("w-slow-batch");
-    assert!(eventually(Duration::from_secs(30), || sink.received().len() >= 5).await);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    app.stop().await;
-    assert_eq!(sink.received().len(), 5, "each mail once");
+    run_until_each_arrived_once(&mut app, &sink, "w-slow-batch", 5, Duration::from_secs(30)).await;
     assert!(
         app.outbox()
             .await
@@ -668,13 +676,9 @@ async fn a_send_job_that_finds_full_batches_goes_on_without_the_queue() {
     for i in 0..MAILS {
         owe_ready(&app.store, &app.settings, i).await;
     }
-    app.start("w-goes-on");
-    assert!(eventually(WAIT, || sink.received().len() as u64 >= MAILS).await);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    app.stop().await;
+    run_until_each_arrived_once(&mut app, &sink, "w-goes-on", MAILS as usize, WAIT).await;
     let ids: std::collections::BTreeSet<String> =
         sink.received().iter().map(|m| m.message_id()).collect();
-    assert_eq!(sink.received().len() as u64, MAILS, "each mail once");
     assert_eq!(ids.len() as u64, MAILS);
     // Jobs run by a worker name it; the others were finished by a batch that took their mail.
     let mut ran = 0;
