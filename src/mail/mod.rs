@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::message::{Mailbox, MultiPart, header};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
@@ -180,18 +181,25 @@ impl Mailer {
         for cc in &mail.cc {
             builder = builder.cc(Mailbox::new(None, cc.clone()));
         }
+        // Given, lettre would otherwise parse it back out of the headers just written.
+        let envelope = Envelope::new(
+            Some(self.from.email.clone()),
+            mail.to.iter().chain(&mail.cc).cloned().collect(),
+        )
+        .map_err(|e| MailError::Build(e.to_string()))?;
         builder
+            .envelope(envelope)
             .multipart(
                 MultiPart::alternative()
                     .singlepart(
                         lettre::message::SinglePart::builder()
                             .header(header::ContentType::TEXT_PLAIN)
-                            .body(mail.text.clone()),
+                            .body(crlf(&mail.text)),
                     )
                     .singlepart(
                         lettre::message::SinglePart::builder()
                             .header(header::ContentType::TEXT_HTML)
-                            .body(mail.html.clone()),
+                            .body(crlf(&mail.html)),
                     ),
             )
             .map_err(|e| MailError::Build(e.to_string()))
@@ -245,6 +253,19 @@ fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// The body with SMTP's line ends (CRLF), made in one pass: lettre makes them by inserting each
+/// `\r` in place, which moves the rest of the body once per line.
+fn crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 16);
+    for (i, line) in s.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+    }
+    out
+}
+
 /// Header values cannot span lines; a template that renders a newline into the subject must
 /// not be able to inject headers.
 fn one_line(s: &str) -> String {
@@ -258,5 +279,12 @@ mod tests {
     #[test]
     fn subjects_are_folded_to_one_line() {
         assert_eq!(one_line(" a\r\nBcc: x@y\n b "), "a Bcc: x@y b");
+    }
+
+    #[test]
+    fn bodies_get_crlf_line_ends_once() {
+        assert_eq!(crlf("a\nb\r\nc\n\nd"), "a\r\nb\r\nc\r\n\r\nd");
+        assert_eq!(crlf("\n"), "\r\n");
+        assert_eq!(crlf("no end"), "no end");
     }
 }
