@@ -752,15 +752,7 @@ impl Store {
     pub async fn explain_due_query(&self) -> Result<String, StoreError> {
         let due = DUE_CONTEXTS.as_str();
         match &self.db {
-            Db::Sqlite(p) => {
-                let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(trusted(format!("EXPLAIN QUERY PLAN {due}")))
-                        .bind(0i64)
-                        .bind(1i64)
-                        .fetch_all(p)
-                        .await?;
-                Ok(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; "))
-            }
+            Db::Sqlite(p) => Ok(sqlite_plan(p, due, &[0, 1]).await?.join("; ")),
             Db::Postgres(p) => {
                 // Planned as for a small result, as the poll's is; without statistics the
                 // planner would not know the table is large.
@@ -1425,10 +1417,7 @@ impl Store {
                 .into_iter()
                 .collect());
         }
-        let skip_locked = match self.db {
-            Db::Sqlite(_) => "",
-            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-        };
+        let skip_locked = self.skip_locked();
         // A few more rows than wanted: the jobs of the first due are often just fetched by a
         // worker (theirs to run), and those rows are left to them.
         let look_at = more.saturating_add(more / 4 + 4);
@@ -1821,6 +1810,15 @@ impl Store {
         }
     }
 
+    /// Row locks for a claim: PostgreSQL skips rows another worker holds; SQLite has one
+    /// writer at a time and no such clause.
+    fn skip_locked(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// Marks done the waiting jobs of one queue with the given idempotency keys (`keys` of
     /// them), at most a number of them; binds: done_at (s), queue, the keys, the limit.
     fn retire_jobs_sql(&self, keys: usize) -> String {
@@ -1829,10 +1827,11 @@ impl Store {
         // index through every waiting job of the queue (milliseconds per batch with 10,000
         // owed) instead of probing the (job_type, idempotency_key) one for the batch's keys;
         // a unary `+` takes the status term off its index choices.
-        let (skip_locked, done_at, status) = match self.db {
-            Db::Sqlite(_) => ("", "?", "+status"),
-            Db::Postgres(_) => ("FOR UPDATE SKIP LOCKED", "to_timestamp(?)", "status"),
+        let (done_at, status) = match self.db {
+            Db::Sqlite(_) => ("?", "+status"),
+            Db::Postgres(_) => ("to_timestamp(?)", "status"),
         };
+        let skip_locked = self.skip_locked();
         format!(
             "UPDATE {jobs} SET status = 'Done', done_at = {done_at}
              WHERE id IN (SELECT id FROM {jobs}
@@ -1944,6 +1943,16 @@ static CLAIM_FOR_SEND_POSTGRES: LazyLock<String> = LazyLock::new(|| {
 /// placeholders): never from input, which is always bound.
 pub(crate) fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
+}
+
+/// How SQLite would run `sql` with `binds` bound in order: EXPLAIN QUERY PLAN's steps.
+async fn sqlite_plan(p: &SqlitePool, sql: &str, binds: &[i64]) -> Result<Vec<String>, StoreError> {
+    let mut q =
+        sqlx::query_as::<_, (i64, i64, i64, String)>(trusted(format!("EXPLAIN QUERY PLAN {sql}")));
+    for b in binds {
+        q = q.bind(*b);
+    }
+    Ok(q.fetch_all(p).await?.into_iter().map(|r| r.3).collect())
 }
 
 /// Marks `n` mails sent, each only if still claimed by the same attempt; binds: (id, sent_at)
@@ -2088,21 +2097,14 @@ impl DbRow for sqlx::postgres::PgRow {
 mod tests {
     use super::*;
 
-    /// How SQLite would run `sql`: EXPLAIN QUERY PLAN's steps, with every parameter bound.
-    async fn sqlite_plan(store: &Store, sql: &str) -> Vec<String> {
+    /// [`sqlite_plan`] of `sql` with every parameter bound.
+    async fn plan_of(store: &Store, sql: &str) -> Vec<String> {
         let Db::Sqlite(pool) = &store.db else {
             panic!("a SQLite store");
         };
-        let mut q = sqlx::query(trusted(format!("EXPLAIN QUERY PLAN {sql}")));
-        for _ in 0..sql.matches('?').count() {
-            q = q.bind(1_i64);
-        }
-        q.fetch_all(pool)
+        sqlite_plan(pool, sql, &vec![1; sql.matches('?').count()])
             .await
             .expect("plan")
-            .iter()
-            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
-            .collect()
     }
 
     // Both statements run once per batch of mail; reading a whole table there costs time in
@@ -2118,7 +2120,7 @@ mod tests {
             .expect("open");
         store.migrate().await.expect("migrate");
 
-        let sent = sqlite_plan(&store, &mark_sent_sql(3)).await;
+        let sent = plan_of(&store, &mark_sent_sql(3)).await;
         assert!(
             sent.iter()
                 .any(|d| d.starts_with("SEARCH outbox USING INTEGER PRIMARY KEY")),
@@ -2129,7 +2131,7 @@ mod tests {
             "{sent:?}"
         );
 
-        let retire = sqlite_plan(&store, &store.retire_jobs_sql(3)).await;
+        let retire = plan_of(&store, &store.retire_jobs_sql(3)).await;
         assert!(
             retire
                 .iter()
