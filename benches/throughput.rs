@@ -18,9 +18,10 @@
 //! when unset); the README's figures come from a whole run with the default.
 //!
 //! Sections 1 and 2 also print this process's CPU time per mail (the sink's included, a
-//! PostgreSQL server's not). The sink shares the machine's cores, so once both runs keep every
-//! core busy, raw CPU per send over end-to-end CPU per mail bounds the end-to-end share of the
-//! raw send rate.
+//! PostgreSQL server's not), section 2 the whole machine's too (the server's included), and
+//! both the SMTP sessions the sends opened. The sink shares the machine's cores, so once both
+//! runs keep every core busy, raw CPU per send over end-to-end machine CPU per mail bounds the
+//! end-to-end share of the raw send rate.
 
 mod support;
 
@@ -36,7 +37,8 @@ use renewal_worker::domain::SubscriptionId;
 use renewal_worker::notify::NotificationKind;
 use renewal_worker::store::{JobQueue, QueueOptions, QueuedJob};
 use support::{
-    Backend, BenchDb, Sink, cpu_seconds, fill, open, owe_ready_mails, rss_mib, settings,
+    Backend, BenchDb, Sink, cpu_seconds, fill, machine_cpu_seconds, open, owe_ready_mails, rss_mib,
+    settings,
 };
 
 const LEVELS: [usize; 3] = [1, 4, 16];
@@ -81,13 +83,15 @@ where
 }
 
 /// Raw lettre: the same rendered mail, sent `RAW_SENDS` times through a pool of 16.
-async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> (f64, f64) {
+/// Returns sends/s, CPU seconds per send and the SMTP sessions opened.
+async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> (f64, f64, u64) {
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(sink.port)
             .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(16))
             .build();
     let before = sink.count();
+    let sessions = sink.sessions();
     let cpu = cpu_seconds();
     let r = rate(RAW_SENDS, c, move |_| {
         let (transport, message) = (transport.clone(), message.clone());
@@ -100,7 +104,11 @@ async fn raw_sends(sink: &Sink, message: lettre::Message, c: usize) -> (f64, f64
         sink.wait_for(before + RAW_SENDS, Duration::from_secs(30))
             .await
     );
-    (r, (cpu_seconds() - cpu) / RAW_SENDS as f64)
+    (
+        r,
+        (cpu_seconds() - cpu) / RAW_SENDS as f64,
+        sink.sessions() - sessions,
+    )
 }
 
 /// Raw database: per mail, one commit inserting an owed outbox row and one marking it sent,
@@ -171,10 +179,23 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
     r
 }
 
+/// What one end-to-end run measured.
+struct EndToEnd {
+    /// Mails/s from the worker's start until the sink had every mail.
+    rate: f64,
+    /// Events recorded/s before that.
+    events: f64,
+    /// CPU seconds per mail meanwhile: this process's (the sink's included) and the whole
+    /// machine's (a PostgreSQL server's too).
+    cpu: f64,
+    machine: f64,
+    /// SMTP sessions the worker opened.
+    sessions: u64,
+}
+
 /// End to end: `n` ready events recorded, then the daemon's worker started with `c` mails at
-/// once; mails/s from its start until the sink has every mail, the events' rate, and this
-/// process's CPU seconds per mail meanwhile (the sink's included; a PostgreSQL server's not).
-async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64, f64) {
+/// once, until the sink has every mail.
+async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
     // Enough mails that the worker's start (first fetch, pools filling) is a small part.
     let n = E2E_MAILS;
     let db = BenchDb::new(backend).await.expect("database");
@@ -183,6 +204,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64, f64) 
     fill(&store, n, 0).await;
     let enqueue = owe_ready_mails(&store, &settings, n).await;
     let before = sink.count();
+    let sessions = sink.sessions();
     let deliverer = Arc::new(
         Deliverer::build(
             Arc::new(settings),
@@ -195,6 +217,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64, f64) 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t = Instant::now();
     let cpu = cpu_seconds();
+    let machine = machine_cpu_seconds();
     let worker = tokio::spawn(renewal_worker::jobs::run_worker(deliverer, async {
         let _ = stopped.await;
     }));
@@ -204,11 +227,19 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> (f64, f64, f64) 
     );
     let r = n as f64 / t.elapsed().as_secs_f64();
     let cpu = (cpu_seconds() - cpu) / n as f64;
+    let machine = (machine_cpu_seconds() - machine) / n as f64;
+    let sessions = sink.sessions() - sessions;
     let _ = stop.send(());
     worker.await.expect("worker task").expect("worker");
     store.close().await;
     db.drop_database().await;
-    (r, n as f64 / enqueue.as_secs_f64(), cpu)
+    EndToEnd {
+        rate: r,
+        events: n as f64 / enqueue.as_secs_f64(),
+        cpu,
+        machine,
+        sessions,
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -443,23 +474,34 @@ async fn main() {
                 if !level(c) {
                     continue;
                 }
-                let (e2e, enqueue, cpu) = end_to_end(b, &sink, c).await;
+                let EndToEnd {
+                    rate: e2e,
+                    events,
+                    cpu,
+                    machine,
+                    sessions,
+                } = end_to_end(b, &sink, c).await;
                 let noop = if section("3") {
                     apalis_noop(b, c).await
                 } else {
                     f64::NAN
                 };
-                let (raw_send, raw_cpu) =
-                    limits.sends.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
+                let (raw_send, raw_cpu, _) =
+                    limits
+                        .sends
+                        .get(i)
+                        .copied()
+                        .unwrap_or((f64::NAN, f64::NAN, 0));
                 let limit = raw_send.min(limits.commits.get(&(b, c)).copied().unwrap_or(f64::NAN));
                 println!(
-                    "  {:<10} {c:>2} at once: {e2e:>6.0} mails/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per mail {:.2}x; events recorded {enqueue:.0}/s; CPU per mail {:.0} us (raw send {:.0} us)",
+                    "  {:<10} {c:>2} at once: {e2e:>6.0} mails/s = {:.2} of raw sends, {:.2} of the lower raw limit; apalis no-op {noop:>6.0} jobs/s, our time per mail {:.2}x; events recorded {events:.0}/s; CPU per mail {:.0} us (raw send {:.0} us), machine's {:.0} us; {sessions} SMTP sessions",
                     b.name(),
                     e2e / raw_send,
                     e2e / limit,
                     noop / e2e,
                     cpu * 1e6,
                     raw_cpu * 1e6,
+                    machine * 1e6,
                 );
             }
         }
@@ -478,8 +520,8 @@ async fn main() {
 /// level. Empty when the section is not run.
 #[derive(Default)]
 struct Limits {
-    /// Sends/s and CPU seconds per send.
-    sends: Vec<(f64, f64)>,
+    /// Sends/s, CPU seconds per send, SMTP sessions opened.
+    sends: Vec<(f64, f64, u64)>,
     commits: std::collections::HashMap<(Backend, usize), f64>,
 }
 
@@ -488,12 +530,12 @@ async fn limits(sink: &Sink, message: &lettre::Message, backends: &[Backend]) ->
     println!("\n1. limits");
     let mut limits = Limits::default();
     for c in LEVELS {
-        let (r, cpu) = raw_sends(sink, message.clone(), c).await;
+        let (r, cpu, sessions) = raw_sends(sink, message.clone(), c).await;
         println!(
-            "  raw lettre sends, {c:>2} at once: {r:>7.0}/s, CPU per send {:.0} us",
+            "  raw lettre sends, {c:>2} at once: {r:>7.0}/s, CPU per send {:.0} us, {sessions} SMTP sessions",
             cpu * 1e6
         );
-        limits.sends.push((r, cpu));
+        limits.sends.push((r, cpu, sessions));
     }
     for &b in backends {
         for c in LEVELS {

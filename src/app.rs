@@ -207,9 +207,22 @@ fn stale_reminder(
     }
 }
 
-/// Everything a running worker needs.
+/// Everything a running worker needs; cheap to clone (one shared [`Services`]), so that each
+/// mail of a batch can go out as a task of its own.
+#[derive(Debug, Clone)]
+pub struct Deliverer(Arc<Services>);
+
+impl std::ops::Deref for Deliverer {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What a [`Deliverer`] shares between its clones.
 #[derive(Debug)]
-pub struct Deliverer {
+pub struct Services {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub mailer: Mailer,
@@ -280,7 +293,7 @@ impl Deliverer {
         let renderer = Renderer::load(&settings.templates.dir, &settings.marketplace)?;
         let mailer = Mailer::from_settings(&settings.mail)?;
         let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             calendars,
@@ -290,7 +303,7 @@ impl Deliverer {
             renderer,
             clock,
             worker_name,
-        })
+        })))
     }
 
     /// Renders a mail of `kind` for a subscription, as it would be sent.
@@ -413,12 +426,21 @@ impl Deliverer {
         // free send slot behind a slow server, must not outlive the claim's lease or the job.
         let w = &self.settings.worker;
         let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
-        let ends = futures::future::join_all(
-            claims
-                .into_iter()
-                .map(|c| self.send_one(c, started_at, deadline)),
-        )
-        .await;
+        // Each mail is a task of its own: rendering and the SMTP conversation then spread over
+        // the runtime's threads, as the batch's mails would if each had its own job.
+        let ends = futures::future::join_all(claims.into_iter().map(|c| {
+            let this = self.clone();
+            tokio::spawn(
+                async move { this.send_one(c, started_at, deadline).await }.in_current_span(),
+            )
+        }))
+        .await
+        .into_iter()
+        .map(|joined| match joined {
+            Ok(end) => end,
+            // Never aborted: only a panic ends one early, and it is this batch's panic.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        });
 
         // What became of each mail, in the order taken.
         let mut out: Vec<(i64, Option<Delivery>)> = Vec::with_capacity(ends.len());

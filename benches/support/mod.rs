@@ -222,6 +222,8 @@ pub async fn owe_ready_mails(store: &Store, settings: &Settings, n: u64) -> Dura
 pub struct Sink {
     pub port: u16,
     pub accepted: Arc<AtomicU64>,
+    /// SMTP sessions opened so far (each a TCP connection, its greeting and EHLO).
+    pub sessions: Arc<AtomicU64>,
 }
 
 impl Sink {
@@ -232,19 +234,30 @@ impl Sink {
         let port = listener.local_addr().expect("addr").port();
         let accepted = Arc::new(AtomicU64::new(0));
         let count = accepted.clone();
+        let sessions = Arc::new(AtomicU64::new(0));
+        let opened = sessions.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                opened.fetch_add(1, Ordering::SeqCst);
                 let count = count.clone();
                 tokio::spawn(async move {
                     let _ = session(socket, count).await;
                 });
             }
         });
-        Self { port, accepted }
+        Self {
+            port,
+            accepted,
+            sessions,
+        }
     }
 
     pub fn count(&self) -> u64 {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::SeqCst)
     }
 
     /// Waits until `n` mails have been accepted in all; false after `limit`.
@@ -330,4 +343,27 @@ pub fn cpu_seconds() -> f64 {
     };
     // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
     (field(11) + field(12)) / 100.0
+}
+
+/// CPU time the whole machine has spent busy so far (every process: a PostgreSQL server's
+/// too), in seconds: `/proc/stat`'s first line, all but idle and iowait, in USER_HZ ticks.
+pub fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy / 100.0
 }

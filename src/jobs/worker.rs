@@ -254,10 +254,12 @@ pub async fn run_worker(
 
     let store = deliverer.store.clone();
     let base_name = deliverer.worker_name.clone();
-    // Send jobs at once: enough to keep `concurrency` mails in flight, and with batches one
-    // more, which claims and renders the next batch while the others send and record.
+    // Send jobs at once: enough to keep `concurrency` mails in flight, and with batches two
+    // more: a job spends about half its time on the database (claiming a batch, recording
+    // it), and the send slots stay busy only if others have rendered mail waiting meanwhile.
+    // (One more measured 0.40-0.44 of the raw send rate at 4 and 16 at once; two, 0.47-0.50.)
     let send_batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);
-    let concurrency = w.concurrency.div_ceil(send_batch) + usize::from(send_batch > 1);
+    let concurrency = w.concurrency.div_ceil(send_batch) + if send_batch > 1 { 2 } else { 0 };
     let queue_options = QueueOptions {
         // Fetch no more than can run at once, so a busy worker never sits on jobs that an idle
         // one could take.
