@@ -546,6 +546,10 @@ impl Deliverer {
                     let t = std::time::Instant::now();
                     let r = self.mailer.send(*message).await;
                     self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
+                    // lettre hands the connection back to its pool in a task of its own; the
+                    // mail waiting for this send slot would otherwise often find the pool
+                    // empty and open a new connection (which the pool then closes as surplus).
+                    tokio::task::yield_now().await;
                     r
                 }
                 Ok(Prepared::Stale(reason)) => {

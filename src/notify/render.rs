@@ -3,6 +3,7 @@
 //! text part full of `&amp;` helps nobody). Both are strict: a misspelt field is an error, not
 //! an empty string in a customer's inbox.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
@@ -47,6 +48,16 @@ impl Renderer {
     /// Loads every template and renders each kind once with sample data, so a broken template
     /// stops the start instead of the first real mail of its kind.
     pub fn load(dir: &Path, marketplace: &MarketplaceSettings) -> Result<Self, TemplateError> {
+        Self::load_inlining(dir, marketplace, true)
+    }
+
+    /// [`Renderer::load`], with plain partials written into the templates that call them or
+    /// (`inline` false) left to handlebars; the output is the same.
+    fn load_inlining(
+        dir: &Path,
+        marketplace: &MarketplaceSettings,
+        inline: bool,
+    ) -> Result<Self, TemplateError> {
         if !dir.is_dir() {
             return Err(TemplateError::Folder {
                 path: dir.to_owned(),
@@ -60,6 +71,8 @@ impl Renderer {
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
 
+        // Partial sources by name: HTML ones, then text ones.
+        let mut sources: [HashMap<String, String>; 2] = Default::default();
         let partials = dir.join("partials");
         if partials.is_dir() {
             let entries = std::fs::read_dir(&partials).map_err(|e| TemplateError::Folder {
@@ -74,24 +87,28 @@ impl Renderer {
                     .file_name()
                     .and_then(|f| f.to_str())
                     .unwrap_or_default();
-                let (registry, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
-                    (&mut html, name)
+                let (registry, known, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
+                    (&mut html, &mut sources[0], name)
                 } else if let Some(name) = file.strip_suffix(".txt.hbs") {
-                    (&mut text, name)
+                    (&mut text, &mut sources[1], name)
                 } else {
                     continue;
                 };
                 let source = read(&path)?;
                 registry
-                    .register_partial(name, source)
+                    .register_partial(name, &source)
                     .map_err(|e| compile_error(&path, &e))?;
+                known.insert(name.to_owned(), source);
             }
         }
 
         for kind in NotificationKind::ALL {
             for (part, is_html) in PARTS {
                 let path = dir.join(kind.as_str()).join(part);
-                let source = read(&path)?;
+                let mut source = read(&path)?;
+                if inline {
+                    source = inline_plain_partials(&source, &sources[usize::from(!is_html)]);
+                }
                 let registry = if is_html { &mut html } else { &mut text };
                 registry
                     .register_template_string(&template_name(kind, part), source)
@@ -118,9 +135,14 @@ impl Renderer {
         kind: NotificationKind,
         ctx: &MailContext,
     ) -> Result<Rendered, TemplateError> {
+        // Made once for the three parts (handlebars would serialize `ctx` for each).
+        let ctx = handlebars::Context::wraps(ctx).map_err(|e| TemplateError::Render {
+            path: self.dir.join(kind.as_str()),
+            reason: e.to_string(),
+        })?;
         let part = |registry: &Handlebars<'static>, part: &str| {
             registry
-                .render(&template_name(kind, part), ctx)
+                .render_with_context(&template_name(kind, part), &ctx)
                 .map_err(|e| TemplateError::Render {
                     path: self.dir.join(kind.as_str()).join(part),
                     reason: e.to_string(),
@@ -132,6 +154,35 @@ impl Renderer {
             html: part(&self.html, "body.html.hbs")?,
         })
     }
+}
+
+/// `source` with each line that is only `{{> name}}` replaced by that partial's text, where the
+/// partial is plain: it ends its last line, and calls no partial and no partial block itself.
+/// Handlebars renders such a line as exactly that text, but first copies the whole template
+/// context for the partial (tens of allocations per call, per mail); written in, it is read
+/// in place. Anything else (indented calls, parameters, blocks, `~`) is left to handlebars.
+fn inline_plain_partials(source: &str, partials: &HashMap<String, String>) -> String {
+    let plain = |text: &&String| {
+        (text.is_empty() || text.ends_with('\n'))
+            && !text.contains("{{>")
+            && !text.contains("{{#>")
+            && !text.contains("@partial-block")
+    };
+    let mut out = String::with_capacity(source.len());
+    for line in source.split_inclusive('\n') {
+        let call = line
+            .trim_end_matches(['\n', '\r'])
+            .trim_end()
+            .strip_prefix("{{>")
+            .and_then(|c| c.strip_suffix("}}"))
+            .map(str::trim)
+            .filter(|name| !name.contains(char::is_whitespace));
+        match call.and_then(|name| partials.get(name)).filter(plain) {
+            Some(text) => out.push_str(text),
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// Escapes what is markup in element content and quoted attributes, and nothing else:
@@ -216,5 +267,53 @@ pub fn sample_context() -> SubscriptionContext {
             notify_email: None,
             renewal: Default::default(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    // The shipped templates, and one with every form that is left to handlebars.
+    #[test]
+    fn written_in_partials_render_as_handlebars_renders_them() {
+        let settings = Settings::from_toml_overlay("").expect("settings");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let inlined = Renderer::load_inlining(&dir, &settings.marketplace, true).expect("load");
+        let called = Renderer::load_inlining(&dir, &settings.marketplace, false).expect("load");
+        let sample = sample_context();
+        for kind in NotificationKind::ALL {
+            let ctx = MailContext::new(kind, &sample, &settings.marketplace, kind.sample_details());
+            assert_eq!(
+                inlined.render(kind, &ctx).expect("render"),
+                called.render(kind, &ctx).expect("render"),
+                "{kind:?}"
+            );
+        }
+        assert_ne!(
+            inlined
+                .text
+                .get_template("ready/body.txt.hbs")
+                .map(|t| t.elements.len()),
+            called
+                .text
+                .get_template("ready/body.txt.hbs")
+                .map(|t| t.elements.len()),
+            "the text body's partials are written in"
+        );
+
+        let partials = HashMap::from([
+            ("plain".to_owned(), "P {{x}}\n".to_owned()),
+            ("calls".to_owned(), "{{> plain}}\n".to_owned()),
+            ("open".to_owned(), "no line end".to_owned()),
+        ]);
+        let source = "a\n{{> plain}}\n  {{> plain}}\n{{> plain x}}\n{{~> plain}}\n\
+                      {{> calls}}\n{{> open}}\n{{> none}}\nb {{> plain}}\n{{>plain}}\r\n";
+        assert_eq!(
+            inline_plain_partials(source, &partials),
+            "a\nP {{x}}\n  {{> plain}}\n{{> plain x}}\n{{~> plain}}\n\
+             {{> calls}}\n{{> open}}\n{{> none}}\nb {{> plain}}\nP {{x}}\n"
+        );
     }
 }
