@@ -428,10 +428,14 @@ impl Deliverer {
         let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
         // Each mail is a task of its own: rendering and the SMTP conversation then spread over
         // the runtime's threads, as the batch's mails would if each had its own job.
+        let mut after = None;
         let ends = futures::future::join_all(claims.into_iter().map(|c| {
             let this = self.clone();
+            let (then, next) = tokio::sync::oneshot::channel();
+            let after = after.replace(next);
             tokio::spawn(
-                async move { this.send_one(c, started_at, deadline).await }.in_current_span(),
+                async move { this.send_one(c, started_at, deadline, after, then).await }
+                    .in_current_span(),
             )
         }))
         .await
@@ -523,20 +527,33 @@ impl Deliverer {
 
     /// One claimed mail's way to the server: rendered, sent once a send slot is free (or
     /// given back if the batch's deadline passed meanwhile), its outcome decided.
+    ///
+    /// The batch's mails take send slots in the order they were taken: each waits for
+    /// `after` (the mail before it has its slot, or needs none) and then lets `then` go.
     async fn send_one(
         &self,
         claim: crate::store::Claimed,
         started_at: DateTime<Utc>,
         deadline: std::time::Instant,
+        after: Option<tokio::sync::oneshot::Receiver<()>>,
+        then: tokio::sync::oneshot::Sender<()>,
     ) -> Result<MailEnd, AppError> {
         let crate::store::Claimed { row, context } = claim;
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
-            let result = match self.prepare(&row, context) {
+            let prepared = self.prepare(&row, context);
+            // A mail that needs no send slot lets the next one go at once.
+            let mut then = Some(then).filter(|_| matches!(prepared, Ok(Prepared::Send(_))));
+            let result = match prepared {
                 Ok(Prepared::Send(message)) => {
+                    if let Some(after) = after {
+                        // Sent or dropped: either way it is this mail's turn.
+                        let _ = after.await;
+                    }
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
+                    drop(then.take());
                     if std::time::Instant::now() >= deadline {
                         return Ok(MailEnd::Released {
                             id: outbox_id,

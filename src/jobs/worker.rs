@@ -257,7 +257,7 @@ pub async fn run_worker(
     // Send jobs at once: enough to keep `concurrency` mails in flight, and with batches two
     // more: a job spends about half its time on the database (claiming a batch, recording
     // it), and the send slots stay busy only if others have rendered mail waiting meanwhile.
-    // (One more measured 0.40-0.44 of the raw send rate at 4 and 16 at once; two, 0.47-0.50.)
+    // (One more measured 0.40-0.44 of the raw send rate at 4 and 16 at once; two, 0.43-0.49.)
     let send_batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);
     let concurrency = w.concurrency.div_ceil(send_batch) + if send_batch > 1 { 2 } else { 0 };
     let queue_options = QueueOptions {

@@ -1907,7 +1907,9 @@ impl Store {
             // it walks apalis's fetch index (whose predicate `status = 'Pending'` matches)
             // and filters every waiting job by key, or joins the whole table. One probe of
             // the unique (job_type, idempotency_key) index per key, `IS TRUE` keeping the
-            // fetch index out, then the primary key, do not depend on its statistics.
+            // fetch index out, then the primary key, do not depend on its statistics. Every
+            // key's waiting job is locked until the claim commits (a few more than the limit,
+            // which other workers skip meanwhile); the first in the keys' order are retired.
             Db::Postgres(_) => format!(
                 "UPDATE apalis.jobs SET status = 'Done', done_at = to_timestamp(?)
                  WHERE id = ANY(ARRAY(
