@@ -542,10 +542,7 @@ impl Deliverer {
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
-            let prepared = self.prepare(&row, context);
-            // A mail that needs no send slot lets the next one go at once.
-            let mut then = Some(then).filter(|_| matches!(prepared, Ok(Prepared::Send(_))));
-            let result = match prepared {
+            let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
                     if let Some(after) = after {
                         // Sent or dropped: either way it is this mail's turn.
@@ -553,7 +550,7 @@ impl Deliverer {
                     }
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
-                    drop(then.take());
+                    drop(then);
                     if std::time::Instant::now() >= deadline {
                         return Ok(MailEnd::Released {
                             id: outbox_id,
@@ -563,13 +560,11 @@ impl Deliverer {
                     let t = std::time::Instant::now();
                     let r = self.mailer.send(*message).await;
                     self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
-                    // lettre hands the connection back to its pool in a task of its own; the
-                    // mail waiting for this send slot would otherwise often find the pool
-                    // empty and open a new connection (which the pool then closes as surplus).
-                    tokio::task::yield_now().await;
                     r
                 }
                 Ok(Prepared::Stale(reason)) => {
+                    // Needs no send slot: the next mail goes at once, not after the record.
+                    drop(then);
                     info!(%reason, "not sent: no longer relevant");
                     self.store
                         .skip_claimed(outbox_id, row.attempts, &reason)

@@ -208,7 +208,7 @@ impl Mailer {
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match &self.inner {
             Inner::Smtp(t) => {
-                match tokio::time::timeout(self.send_timeout, t.send(message)).await {
+                let sent = match tokio::time::timeout(self.send_timeout, t.send(message)).await {
                     Ok(result) => result.map(|_| ()).map_err(classify_smtp),
                     Err(_) => Err(SendError::Transient {
                         code: None,
@@ -217,7 +217,14 @@ impl Mailer {
                             humantime::format_duration(self.send_timeout)
                         ),
                     }),
-                }
+                };
+                // lettre hands the connection back to its pool in a task of its own: a send
+                // that starts right after this one returns would often find the pool empty and
+                // open a new connection, which the pool then closes as surplus (118-252
+                // sessions per 10,000 mails, 16 at once, instead of 16). One yield lets that
+                // task run first.
+                tokio::task::yield_now().await;
+                sent
             }
             Inner::File(t) => t.send(message).await.map(|_| ()).map_err(|e| {
                 // A full disk or a missing folder may well be fixed by the operator.

@@ -71,8 +71,9 @@ impl Renderer {
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
 
-        // Partial sources by name: HTML ones, then text ones.
-        let mut sources: [HashMap<String, String>; 2] = Default::default();
+        // Partial sources by name, to write plain ones into the templates below.
+        let mut html_partials = HashMap::new();
+        let mut text_partials = HashMap::new();
         let partials = dir.join("partials");
         if partials.is_dir() {
             let entries = std::fs::read_dir(&partials).map_err(|e| TemplateError::Folder {
@@ -88,9 +89,9 @@ impl Renderer {
                     .and_then(|f| f.to_str())
                     .unwrap_or_default();
                 let (registry, known, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
-                    (&mut html, &mut sources[0], name)
+                    (&mut html, &mut html_partials, name)
                 } else if let Some(name) = file.strip_suffix(".txt.hbs") {
-                    (&mut text, &mut sources[1], name)
+                    (&mut text, &mut text_partials, name)
                 } else {
                     continue;
                 };
@@ -106,10 +107,14 @@ impl Renderer {
             for (part, is_html) in PARTS {
                 let path = dir.join(kind.as_str()).join(part);
                 let mut source = read(&path)?;
+                let (registry, partials) = if is_html {
+                    (&mut html, &html_partials)
+                } else {
+                    (&mut text, &text_partials)
+                };
                 if inline {
-                    source = inline_plain_partials(&source, &sources[usize::from(!is_html)]);
+                    source = inline_plain_partials(&source, partials);
                 }
-                let registry = if is_html { &mut html } else { &mut text };
                 registry
                     .register_template_string(&template_name(kind, part), source)
                     .map_err(|e| compile_error(&path, &e))?;

@@ -782,7 +782,6 @@ impl Store {
     ) -> Result<[String; 2], StoreError> {
         let claim = self.claim_many_sql(n);
         let retire = self.retire_jobs_sql(n);
-        let ids = 1..=i64::try_from(n).unwrap_or(i64::MAX);
         match &self.db {
             Db::Sqlite(p) => {
                 let binds = |sql: &str| vec![1; sql.matches('?').count()];
@@ -793,6 +792,7 @@ impl Store {
             }
             Db::Postgres(p) => {
                 // EXPLAIN only plans: neither statement runs.
+                let ids = 1..=i64::try_from(n).unwrap_or(i64::MAX);
                 let mut q = sqlx::query_scalar::<_, String>(trusted(numbered_placeholders(
                     &format!("EXPLAIN {claim}"),
                 )))

@@ -745,6 +745,8 @@ async fn a_batch_claim_probes_its_keys_right_after_a_burst_of_owed_mail() {
         .await
         .unwrap();
     match backend() {
+        // SQLite probes both keys with the plain `state = 'pending'` too (checked); its part
+        // guards against a planner that would not.
         Backend::Sqlite => {
             assert!(claim.contains("USING INTEGER PRIMARY KEY"), "{claim}");
             assert!(!claim.contains("outbox_owed"), "{claim}");
