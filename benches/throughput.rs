@@ -160,7 +160,7 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10));
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(24)
+                .max_connections(settings.database.max_connections)
                 .connect_with(options)
                 .await
                 .expect("pool");
@@ -168,7 +168,7 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
         }
         Backend::Postgres => {
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(24)
+                .max_connections(settings.database.max_connections)
                 .connect(&db.url)
                 .await
                 .expect("pool");
@@ -327,7 +327,6 @@ fn daemon(db_url: &str, sink: &Sink, dir: &std::path::Path) -> std::process::Chi
         .env_remove("RUST_LOG")
         .env("RENEWAL_WORKER__LOG__LEVEL", "error")
         .env("RENEWAL_WORKER__DATABASE__URL", db_url)
-        .env("RENEWAL_WORKER__DATABASE__MAX_CONNECTIONS", "24")
         .env(
             "RENEWAL_WORKER__TEMPLATES__DIR",
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),

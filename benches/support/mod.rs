@@ -130,10 +130,11 @@ impl BenchDb {
 }
 
 /// Settings for a benchmark daemon: mail to `smtp_port` through a pool of 16, `concurrency`
-/// jobs at once, a quick job poll, and no scheduled renewal poll.
+/// jobs at once, a quick job poll, and no scheduled renewal poll; the rest (the database pool
+/// among it) as a daemon has them by default.
 pub fn settings(db_url: &str, smtp_port: u16, concurrency: usize) -> Settings {
     Settings::from_toml_overlay(&format!(
-        "[database]\nurl = \"{db_url}\"\nmax_connections = 24\n\
+        "[database]\nurl = \"{db_url}\"\n\
          [templates]\ndir = {:?}\n\
          [mail]\ntransport = \"smtp\"\n\
          [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\npool_max_size = 16\ntimeout = \"10s\"\n\
