@@ -1475,12 +1475,10 @@ impl Store {
             // read below cannot change under it, nor can its first write find its snapshot
             // stale (which no busy timeout would cure).
             //
-            // On PostgreSQL the claim's commit does not wait for the disk, for the reason
-            // given at [`Store::claim_for_send`]: a claim lost in a database crash leaves its
-            // mails owed and sent again, as a crash between a durable claim and its record
-            // does, and the record's durable commit flushes the claim before it. A batch then
-            // costs one flush instead of two. Sorting is turned off for the read of due mail
-            // below; both settings ride along with `BEGIN`, in one round trip.
+            // On PostgreSQL the claim's commit does not wait for the disk, as in
+            // [`Store::claim_for_send`] (why that is safe is said there): a batch costs one
+            // flush instead of two. That setting and the one for the read of due mail below
+            // ride along with `BEGIN`, in one round trip.
             let mut tx = if postgres {
                 p.begin_with(
                     "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off",
@@ -1505,11 +1503,12 @@ impl Store {
             }
             // Two simple steps rather than one join: each is an index range or probes of the
             // jobs' unique key, whatever the planner believes of the tables' sizes.
-            // Right after a burst of owed mail (an import, a backlog) PostgreSQL's table
-            // statistics still say the outbox is small, and it would read every pending row
-            // to sort them (tens of ms per batch at 100,000 owed) instead of walking the
-            // `outbox_owed` index in order and stopping at the limit: hence no sorting (set
-            // with `BEGIN` above) until this read is done.
+            //
+            // PostgreSQL reads the due mail with sorting off (set with `BEGIN` above): right
+            // after a burst of owed mail (an import, a backlog) its table statistics still say
+            // the outbox is small, and it would read every pending row to sort them (tens of
+            // ms per batch at 100,000 owed) instead of walking the `outbox_owed` index in order
+            // and stopping at the limit.
             let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
                 "SELECT id, attempts FROM outbox
                  WHERE state = 'pending' AND state IN ('pending', 'sending')
