@@ -17,15 +17,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
-use crate::jobs::{backoff, send_job};
+use crate::jobs::backoff;
 use crate::mail::{MailError, Mailer, OutgoingMail, SendError};
 use crate::model::SubscriptionContext;
 use crate::notify::{
     MailContext, NotificationKind, Renderer, TemplateError, message_id, provisioning_key,
 };
-use crate::store::{
-    AttemptOutcome, Enqueued, FinishedAttempt, NewNotification, RedriveReport, Store, StoreError,
-};
+use crate::store::{AttemptOutcome, Enqueued, FinishedAttempt, NewNotification, Store, StoreError};
 
 pub use disable::{DisableOutcome, request_disable};
 pub use poll::{PollReport, next_due, poll, timeline_input};
@@ -103,7 +101,7 @@ pub enum EventOutcome {
     AlreadyRecorded { outbox_id: i64, state: String },
 }
 
-/// Records a provisioning event: the mail it owes goes into the outbox with its job, once per
+/// Records a provisioning event: the mail it owes goes into the outbox, once per
 /// (subscription, event) however often the event arrives.
 pub async fn record_event(
     store: &Store,
@@ -148,11 +146,7 @@ pub async fn record_event(
         recipients: recipients.clone(),
         payload: details,
     };
-    let outcome = store
-        .enqueue_notification(&new, now, |id, attempts| {
-            send_job(id, attempts, Duration::ZERO)
-        })
-        .await?;
+    let outcome = store.enqueue_notification(&new, now).await?;
     Ok(match outcome {
         Enqueued::Created { id } => {
             info!(
@@ -231,7 +225,7 @@ pub struct Services {
     pub worker_name: String,
     pub calendars: crate::calendar::CalendarRegistry,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Mails being handed to the server at once, across all of the daemon's send jobs
+    /// Mails being handed to the server at once, across all of the daemon's send lanes
     /// (`worker.concurrency`).
     send_permits: tokio::sync::Semaphore,
 }
@@ -255,8 +249,6 @@ pub enum Delivery {
     Failed {
         reason: String,
     },
-    /// The row was not ours to send: already sent, failed, or taken by a newer attempt.
-    NotOwed,
     /// No longer worth sending (a reminder past its cutoff, or whose renewal was called off).
     Skipped {
         reason: String,
@@ -373,53 +365,23 @@ impl Deliverer {
         }
     }
 
-    /// Sends the mail of one outbox row if it is still owed to this job, and records the
-    /// attempt. Mail failures are handled here (retry with backoff, or give up); only store
-    /// errors are returned.
-    pub async fn deliver(&self, outbox_id: i64, attempts: u32) -> Result<Delivery, AppError> {
-        Ok(self
-            .deliver_batch(outbox_id, attempts, 0)
-            .await?
-            .into_iter()
-            .next()
-            .map_or(Delivery::NotOwed, |(_, d)| d))
-    }
-
-    /// [`Deliverer::deliver`] for a send job that also takes up to `more` other owed mails
-    /// whose jobs still wait (see [`Store::claim_batch`]): all are sent, at most
-    /// `worker.concurrency` at a time across the daemon, and recorded in one transaction.
-    /// Returns what became of each mail taken, the job's own first; empty when its own mail
-    /// was not owed to it.
-    pub async fn deliver_batch(
-        &self,
-        outbox_id: i64,
-        attempts: u32,
-        more: u32,
-    ) -> Result<Vec<(i64, Delivery)>, AppError> {
-        self.deliver_taken(Some((outbox_id, attempts)), more).await
-    }
-
-    /// [`Deliverer::deliver_batch`] without a mail of its own: takes up to `n` owed mails that
-    /// are due and whose jobs still wait. Empty when there are none.
+    /// Takes up to `n` owed mails that are due (see [`Store::claim_due`]), sends them, at
+    /// most `worker.concurrency` at a time across the daemon, and records them in one
+    /// transaction. Mail failures are handled here (retry with backoff, or give up); only
+    /// store errors are returned. Returns what became of each mail taken, in the order taken;
+    /// empty when none was due.
     pub async fn deliver_due(&self, n: u32) -> Result<Vec<(i64, Delivery)>, AppError> {
-        self.deliver_taken(None, n).await
+        self.deliver_taken(n).await
     }
 
-    async fn deliver_taken(
-        &self,
-        own: Option<(i64, u32)>,
-        more: u32,
-    ) -> Result<Vec<(i64, Delivery)>, AppError> {
+    async fn deliver_taken(&self, n: u32) -> Result<Vec<(i64, Delivery)>, AppError> {
         let started_at = self.clock.now();
         let claimed = std::time::Instant::now();
         let claims = self
             .store
-            .claim_batch(own, more, &self.worker_name, started_at, |id, attempts| {
-                send_job(id, attempts, Duration::ZERO)
-            })
+            .claim_due(n, &self.worker_name, started_at)
             .await?;
         if claims.is_empty() {
-            debug!(?own, "nothing owed to this job");
             return Ok(Vec::new());
         }
         // A send not begun by then is given back unsent: the batch's last mails, waiting for a
@@ -507,9 +469,7 @@ impl Deliverer {
         if !released.is_empty() {
             let n = self
                 .store
-                .release_claims(&released, self.clock.now(), |id, attempts| {
-                    send_job(id, attempts, Duration::ZERO)
-                })
+                .release_claims(&released, self.clock.now())
                 .await?;
             warn!(
                 count = n,
@@ -593,7 +553,7 @@ impl Deliverer {
                         AttemptOutcome::Transient {
                             code,
                             detail,
-                            retry: Some((at, send_job(outbox_id, attempt, after))),
+                            retry: Some(at),
                         },
                         Delivery::RetryScheduled { after },
                     )
@@ -670,8 +630,8 @@ impl Deliverer {
         Ok(Prepared::Send(Box::new(message)))
     }
 
-    /// One poll at the clock's current time: plans and records due renewal work, then checks
-    /// owed mail for missing jobs.
+    /// One poll at the clock's current time: plans and records due renewal work, then gives
+    /// claims whose lease ran out back (see [`Deliverer::redrive`]).
     pub async fn poll(&self) -> Result<PollReport, AppError> {
         let started = std::time::Instant::now();
         let report = poll(
@@ -688,50 +648,37 @@ impl Deliverer {
         Ok(report)
     }
 
-    /// Delivers every owed mail that is due now, here, without the queue; mail whose retry is
-    /// scheduled later stays owed. For `run --once`.
+    /// Delivers every owed mail that is due now, here, without the daemon; mail whose retry
+    /// is scheduled later stays owed. For `run --once`.
     pub async fn drain(&self) -> Result<DrainReport, AppError> {
         let mut report = DrainReport::default();
         loop {
-            let due = self.store.owed_now(self.clock.now(), 100).await?;
-            if due.is_empty() {
+            let taken = self.deliver_due(self.settings.worker.send_batch).await?;
+            if taken.is_empty() {
                 return Ok(report);
             }
-            // A mail taken along by an earlier one's batch is no longer owed to its own row's
-            // turn here, and is skipped then.
-            let more = self.settings.worker.send_batch.saturating_sub(1);
-            for (id, attempts) in due {
-                for (_, delivery) in self.deliver_batch(id, attempts, more).await? {
-                    match delivery {
-                        Delivery::Sent => report.sent += 1,
-                        Delivery::Failed { .. } => report.failed += 1,
-                        Delivery::RetryScheduled { .. } => report.retry_later += 1,
-                        Delivery::Skipped { .. } => report.skipped += 1,
-                        Delivery::NotOwed | Delivery::ClaimLost | Delivery::Released => {}
-                    }
+            for (_, delivery) in taken {
+                match delivery {
+                    Delivery::Sent => report.sent += 1,
+                    Delivery::Failed { .. } => report.failed += 1,
+                    Delivery::RetryScheduled { .. } => report.retry_later += 1,
+                    Delivery::Skipped { .. } => report.skipped += 1,
+                    Delivery::ClaimLost | Delivery::Released => {}
                 }
             }
         }
     }
 
-    /// Crash recovery: see [`Store::redrive`].
-    pub async fn redrive(&self) -> Result<RedriveReport, AppError> {
-        let report = self
+    /// Crash recovery: mails claimed longer than `worker.sending_lease` ago are owed again
+    /// (see [`Store::expire_claims`]). Returns how many.
+    pub async fn redrive(&self) -> Result<u64, AppError> {
+        let expired = self
             .store
-            .redrive(
-                self.clock.now(),
-                self.settings.worker.sending_lease,
-                crate::jobs::SEND_QUEUE,
-                crate::jobs::SEND_JOB_KEY_SQL,
-                |id, attempts| send_job(id, attempts, Duration::ZERO),
-            )
+            .expire_claims(self.clock.now(), self.settings.worker.sending_lease)
             .await?;
-        if report.leases_expired > 0 {
-            warn!(
-                count = report.leases_expired,
-                "claims expired; mail will be sent again"
-            );
+        if expired > 0 {
+            warn!(count = expired, "claims expired; mail will be sent again");
         }
-        Ok(report)
+        Ok(expired)
     }
 }

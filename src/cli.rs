@@ -324,8 +324,13 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             json,
         } => {
             let store = app::open_store(&settings).await?;
-            let code =
-                jobs_command(&store, command, status, limit, json, clock.now(), &mut out).await?;
+            let listing = JobListing {
+                status,
+                limit,
+                json,
+                mail_attempts: settings.mail.retry.max_attempts,
+            };
+            let code = jobs_command(&store, command, listing, clock.now(), &mut out).await?;
             store.close().await;
             return Ok(code);
         }
@@ -413,7 +418,7 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
                 match outcome {
                     EventOutcome::Queued { outbox_id, .. } => writeln!(
                         out,
-                        "queued send job send:{outbox_id}:0 for mail #{outbox_id}"
+                        "queued send job send:{outbox_id} for mail #{outbox_id}"
                     )?,
                     EventOutcome::AlreadyRecorded { outbox_id, state } => writeln!(
                         out,
@@ -761,22 +766,34 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
     Ok(ExitCode::SUCCESS)
 }
 
-async fn jobs_command(
-    store: &crate::store::Store,
-    command: Option<JobsCommand>,
+/// What `jobs` was asked to list, and how many attempts a mail has.
+struct JobListing {
     status: Option<String>,
     limit: u32,
     json: bool,
+    mail_attempts: u32,
+}
+
+async fn jobs_command(
+    store: &crate::store::Store,
+    command: Option<JobsCommand>,
+    listing: JobListing,
     now: chrono::DateTime<chrono::Utc>,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
+    let JobListing {
+        status,
+        limit,
+        json,
+        mail_attempts,
+    } = listing;
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
             .unwrap_or_else(|| "-".into())
     };
     match command {
         None => {
-            let rows = store.jobs(status.as_deref(), limit).await?;
+            let rows = store.jobs(status.as_deref(), limit, mail_attempts).await?;
             if json {
                 serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::other)?;
                 writeln!(out)?;
@@ -803,7 +820,7 @@ async fn jobs_command(
         }
         Some(JobsCommand::Show { id, json }) => {
             let job = store
-                .job(&id)
+                .job(&id, mail_attempts)
                 .await?
                 .ok_or_else(|| CliError::Input(format!("no job {id:?}")))?;
             let mail = match job.args["outbox_id"].as_i64() {
@@ -868,21 +885,14 @@ async fn jobs_command(
                 }
             }
         }
-        Some(JobsCommand::Retry { id }) => {
-            match store
-                .retry_job(&id, now, |o, a| {
-                    jobs::send_job(o, a, std::time::Duration::ZERO)
-                })
-                .await?
-            {
-                Some(key) => writeln!(out, "job {id} back to pending as {key}")?,
-                None => {
-                    return Err(CliError::Input(format!(
-                        "job {id:?} is not dead (only dead jobs can be retried; see `jobs show {id}`)"
-                    )));
-                }
+        Some(JobsCommand::Retry { id }) => match store.retry_job(&id, now).await? {
+            Some(key) => writeln!(out, "job {id} back to pending as {key}")?,
+            None => {
+                return Err(CliError::Input(format!(
+                    "job {id:?} is not dead (only dead jobs can be retried; see `jobs show {id}`)"
+                )));
             }
-        }
+        },
         Some(JobsCommand::Purge { older_than }) => {
             let before =
                 now - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::zero());

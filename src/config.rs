@@ -159,7 +159,7 @@ pub struct RetrySettings {
 pub struct WorkerSettings {
     pub name: Option<String>,
     pub concurrency: usize,
-    /// Owed mails one send job takes and records together (its own and others due).
+    /// Owed mails one send lane takes, sends and records together.
     pub send_batch: u32,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,

@@ -1,8 +1,6 @@
 //! Requests to disable auto-renew: decided by the vendor's rules on the subscription's state
 //! at the request's instant, recorded with what was seen, answered by mail, and final.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -12,7 +10,6 @@ use super::poll::timeline_input;
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::{EmailAddress, SubscriptionId};
-use crate::jobs::send_job;
 use crate::notify::{NotificationKind, message_id};
 use crate::renewal::{DisableDecision, decide_disable};
 use crate::store::{DisableRecord, DisableRecorded, DisableRow, NewNotification, Store};
@@ -166,23 +163,18 @@ pub async fn request_disable(
             }
         }
         let recorded = store
-            .record_disable(
-                &record,
-                now,
-                |_| {
-                    mail.map(|(key, kind, payload)| NewNotification {
-                        message_id: message_id(&key, &domain),
-                        key,
-                        kind: kind.as_str().to_owned(),
-                        subscription_id: sid.to_owned(),
-                        recipients,
-                        payload,
-                    })
-                    .into_iter()
-                    .collect()
-                },
-                |id, attempts| send_job(id, attempts, Duration::ZERO),
-            )
+            .record_disable(&record, now, |_| {
+                mail.map(|(key, kind, payload)| NewNotification {
+                    message_id: message_id(&key, &domain),
+                    key,
+                    kind: kind.as_str().to_owned(),
+                    subscription_id: sid.to_owned(),
+                    recipients,
+                    payload,
+                })
+                .into_iter()
+                .collect()
+            })
             .await?;
         match recorded {
             DisableRecorded::Recorded(row) | DisableRecorded::Duplicate(row) => {

@@ -1,10 +1,8 @@
 //! The periodic poll: for every subscription whose next due instant has come, plan what is due
-//! (reminders, renewal, end), record it in the outbox with its jobs, and set the next due
+//! (reminders, renewal, end), record it in the outbox, and set the next due
 //! instant. Safe to run on several hosts at once and to repeat: the plan depends only on the
 //! subscription and the instant, the outbox keys make a second recording a no-op, and the
 //! term-end guard lets only one poll move a term.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -14,7 +12,6 @@ use tracing::{info, warn};
 use super::AppError;
 use crate::calendar::{Calendar, CalendarRegistry};
 use crate::config::Settings;
-use crate::jobs::send_job;
 use crate::model::SubscriptionContext;
 use crate::notify::{NotificationKind, message_id, reminder_key, term_key};
 use crate::renewal::plan::{Action, SkipReason, plan, term_end_instant};
@@ -166,7 +163,7 @@ async fn poll_group(
     }
     let (updates, thens): (Vec<RenewalUpdate>, Vec<_>) =
         steps.into_iter().map(|s| (s.update, s.then)).unzip();
-    let applied = match store.apply_renewals(&updates, now, send_now).await {
+    let applied = match store.apply_renewals(&updates, now).await {
         Ok(applied) => applied,
         Err(e) => {
             // A conflict with a concurrent poll (a deadlock between two groups) or one bad row
@@ -174,7 +171,7 @@ async fn poll_group(
             warn!(error = %e, subscriptions = updates.len(), "recording a group failed; one at a time");
             let mut applied = Vec::with_capacity(updates.len());
             for u in &updates {
-                applied.push(store.apply_renewal(u, now, send_now).await?);
+                applied.push(store.apply_renewal(u, now).await?);
             }
             applied
         }
@@ -219,10 +216,6 @@ fn plan_or_retry(
     }
 }
 
-fn send_now(outbox_id: i64, attempts: u32) -> crate::store::QueuedJob {
-    send_job(outbox_id, attempts, Duration::ZERO)
-}
-
 fn count(report: &mut PollReport, update: &RenewalUpdate, applied: Applied) {
     if !applied.applied {
         report.conflicts += 1;
@@ -263,7 +256,7 @@ async fn poll_on(
     // The first term was the group's step.
     for _ in 1..MAX_TERMS_PER_POLL {
         let (step, _) = plan_or_retry(settings, calendars, ctx, &input, now)?;
-        let applied = store.apply_renewal(&step.update, now, send_now).await?;
+        let applied = store.apply_renewal(&step.update, now).await?;
         count(report, &step.update, applied);
         match (applied.applied, step.then) {
             (true, Some(next)) => input = next,

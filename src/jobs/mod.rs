@@ -1,7 +1,7 @@
-//! apalis jobs: what each job carries, the queue it lives on, and the worker that runs them.
-//! A job only points at outbox state; the outbox decides what is owed, so a duplicate or stale
-//! job is harmless.
+//! The daemon's work: apalis jobs (what each carries, the queue it lives on), the send lanes
+//! that take owed mail from the outbox, and the worker that runs both.
 
+mod lanes;
 mod worker;
 
 use std::time::Duration;
@@ -15,24 +15,17 @@ pub use worker::{WorkerError, run_worker};
 
 /// Queue names are pinned: apalis would otherwise use the Rust type name, which changes when a
 /// type is renamed or moved and would strand queued jobs.
+///
+/// Mail has no queue jobs: the outbox is its queue (see [`lanes`]). Operators still see each
+/// mail as a send job of this queue (`renewal-worker jobs`).
 pub const SEND_QUEUE: &str = "renewal-worker.send";
 /// Disable-auto-renew requests handed over by the marketplace.
 pub const DISABLE_QUEUE: &str = "renewal-worker.disable-auto-renew";
 /// Polls asked for by an operator (`enqueue poll`), besides the daemon's own schedule.
 pub const POLL_QUEUE: &str = "renewal-worker.poll";
 
-/// How often apalis itself retries a job whose handler errored (a database error; mail
-/// failures are retried by the outbox with backoff, not here).
+/// How often apalis itself retries a job whose handler errored (a database error).
 pub const HANDLER_ATTEMPTS: usize = 5;
-
-/// Send the mail of one outbox row, as attempt `attempts + 1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendMail {
-    pub outbox_id: i64,
-    /// Attempts already started when this job was queued; the job may only claim the row
-    /// while that is still true.
-    pub attempts: u32,
-}
 
 /// Run one poll now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,23 +90,6 @@ fn ulid_like() -> String {
     )
 }
 
-/// The idempotency key of an outbox row's send job, as SQL over `outbox o`: the twin of the key
-/// [`send_job`] gives, so the store can find rows whose job is missing.
-pub const SEND_JOB_KEY_SQL: &str = "('send:' || o.id || ':' || o.attempts)";
-
-pub fn send_job(outbox_id: i64, attempts: u32, run_after: Duration) -> QueuedJob {
-    QueuedJob {
-        queue: SEND_QUEUE,
-        args: serde_json::json!(SendMail {
-            outbox_id,
-            attempts
-        }),
-        idempotency_key: format!("send:{outbox_id}:{attempts}"),
-        run_after,
-        max_attempts: HANDLER_ATTEMPTS,
-    }
-}
-
 /// Backoff before the retry that follows failed attempt `attempt` (1-based): exponential from
 /// `initial_backoff`, capped at `max_backoff`, with "equal jitter" (half fixed, half random) so
 /// that many mails failing together do not retry together, yet none retries at once.
@@ -155,14 +131,5 @@ mod tests {
         assert_eq!(backoff(&r, 2, 0.0), Duration::from_secs(30));
         let mid = backoff(&r, 2, 0.5);
         assert!(mid > Duration::from_secs(30) && mid < Duration::from_secs(60));
-    }
-
-    #[test]
-    fn send_job_keys_follow_the_attempt() {
-        let a = send_job(7, 0, Duration::ZERO);
-        let b = send_job(7, 1, Duration::ZERO);
-        assert_eq!(a.idempotency_key, "send:7:0");
-        assert_ne!(a.idempotency_key, b.idempotency_key);
-        assert_eq!(a.queue, SEND_QUEUE);
     }
 }

@@ -1,21 +1,19 @@
-//! The daemon's worker: apalis on the SQLite queue, plus the periodic redrive that re-queues
-//! owed mail after a crash. Shutdown: stop fetching, let jobs in flight finish within the grace
-//! period, then return.
+//! The daemon's worker: the send lanes, apalis for polls and disable requests (and the cron
+//! poll), and the periodic redrive that gives back claims whose daemon died. Shutdown: stop
+//! taking work, let batches and jobs in flight finish within the grace period, then return.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use apalis::prelude::*;
-use tracing::{Instrument, error, info, warn};
+use tracing::{error, info, warn};
 
 use std::str::FromStr;
 
 use apalis_cron::{CronScheduler, Tick};
 
-use super::{
-    DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, SEND_QUEUE, SendMail,
-};
+use super::{DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, lanes};
 use crate::app::Deliverer;
 use crate::store::{Backend, JobQueue, QueueOptions};
 
@@ -46,73 +44,6 @@ macro_rules! register_queue {
 pub enum WorkerError {
     #[error("the job queue stopped: {0}")]
     Monitor(String),
-}
-
-/// Set once the daemon is stopping: a send job then finishes the batch in hand and takes no
-/// further one.
-#[derive(Default)]
-struct Stopping(AtomicBool);
-
-impl Stopping {
-    fn set(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-async fn handle_send(
-    job: SendMail,
-    deliverer: Data<Arc<Deliverer>>,
-    stopping: Data<Arc<Stopping>>,
-) -> Result<(), BoxDynError> {
-    let batch = deliverer.settings.worker.send_batch;
-    // A job that found a full batch due goes on to the next one itself: going back through
-    // the queue (fetch, lock, ack) for every batch costs more than the batch's own claim.
-    // Later batches start only in the first quarter of the job's time, since each may spend
-    // half of it (its send deadline) and then record.
-    let go_on_until = std::time::Instant::now() + deliverer.settings.worker.job_timeout / 4;
-    let mut own = Some((job.outbox_id, job.attempts));
-    let result = loop {
-        // Each batch is a task of its own, so that it finishes even if the job is dropped
-        // (the job timeout; a queue worker that stops on a database error drops the jobs it
-        // runs): a mail handed to the server is then still recorded, not left to be sent
-        // again when its claim's lease runs out. A dropped job starts no further batch.
-        let delivery = {
-            let deliverer = Arc::clone(&deliverer);
-            tokio::spawn(
-                async move {
-                    match own {
-                        Some((id, attempts)) => {
-                            deliverer
-                                .deliver_batch(id, attempts, batch.saturating_sub(1))
-                                .await
-                        }
-                        None => deliverer.deliver_due(batch).await,
-                    }
-                }
-                .in_current_span(),
-            )
-        };
-        let taken = match delivery.await {
-            Ok(Ok(taken)) => taken.len(),
-            Ok(Err(e)) => break Err(e),
-            // Never aborted: only a panic ends it early, and it is this job's panic.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        own = None;
-        // `send_batch = 1` keeps one mail per job, as configured.
-        let full = batch > 1 && taken >= usize::try_from(batch).unwrap_or(usize::MAX);
-        if !full || stopping.is_set() || std::time::Instant::now() >= go_on_until {
-            break Ok(());
-        }
-    };
-    deliverer.metrics.job("send", result.is_ok());
-    // Mail failures are recorded in the outbox; only store trouble fails the job, for apalis
-    // to retry it (the claim guard keeps that single).
-    result.map_err(|e| Box::new(e) as BoxDynError)
 }
 
 async fn handle_tick(_tick: Tick, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
@@ -220,15 +151,13 @@ pub async fn run_worker(
 ) -> Result<(), WorkerError> {
     let settings = deliverer.settings.clone();
     let w = &settings.worker;
+    let schedule = cron::Schedule::from_str(&settings.poll.schedule)
+        .map_err(|e| WorkerError::Monitor(format!("poll.schedule: {e}")))?;
 
-    // Owed mail whose job went missing (crash between steps, expired claim) is found here
-    // before the first job is fetched, then again every redrive_interval.
+    // Claims of a daemon that died (this one, before a restart) go back to owed here, before
+    // the lanes start, then again every redrive_interval.
     match deliverer.redrive().await {
-        Ok(r) => info!(
-            owed = r.jobs_pushed,
-            expired_claims = r.leases_expired,
-            "owed mail checked at start"
-        ),
+        Ok(expired) => info!(expired_claims = expired, "owed mail checked at start"),
         Err(e) => warn!(error = %e, "owed-mail check at start failed; will retry"),
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -251,35 +180,16 @@ pub async fn run_worker(
             }
         })
     };
+    let send_lanes = lanes::spawn(&deliverer, &stop_rx);
 
-    let store = deliverer.store.clone();
-    let base_name = deliverer.worker_name.clone();
-    // Send jobs at once: enough to keep `concurrency` mails in flight, and with batches two
-    // more: a job spends about half its time on the database (claiming a batch, recording
-    // it), and the send slots stay busy only if others have rendered mail waiting meanwhile.
-    // (One more measured 0.40-0.44 of the raw send rate at 4 and 16 at once; two, 0.43-0.49.)
-    let send_batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);
-    let concurrency = w.concurrency.div_ceil(send_batch) + if send_batch > 1 { 2 } else { 0 };
     let queue_options = QueueOptions {
-        // Fetch no more than can run at once, so a busy worker never sits on jobs that an idle
-        // one could take.
-        batch_size: concurrency,
+        batch_size: 1,
         poll_interval: w.poll_interval,
         heartbeat_interval: w.heartbeat_interval,
         missed_heartbeats: w.missed_heartbeats,
     };
     let job_timeout = w.job_timeout;
-    let restarts = Arc::new(AtomicUsize::new(0));
-    let schedule = cron::Schedule::from_str(&settings.poll.schedule)
-        .map_err(|e| WorkerError::Monitor(format!("poll.schedule: {e}")))?;
-    let poll_options = QueueOptions {
-        batch_size: 1,
-        ..queue_options
-    };
 
-    let send_deliverer = deliverer.clone();
-    let stopping = Arc::new(Stopping::default());
-    let send_stopping = stopping.clone();
     let monitor = Monitor::new()
         // A database blip must not leave the daemon running without a worker.
         .should_restart({
@@ -292,33 +202,6 @@ pub async fn run_worker(
             }
         })
         .shutdown_timeout(w.shutdown_grace);
-    let monitor = register_queue!(
-        monitor,
-        store,
-        SendMail,
-        SEND_QUEUE,
-        queue_options,
-        |_n, queue| {
-            // apalis refuses a name seen alive within one heartbeat, so a restarted worker
-            // takes a fresh one; the jobs of the old name are re-queued as orphans.
-            let n = restarts.fetch_add(1, Ordering::SeqCst);
-            let name = if n == 0 {
-                base_name.clone()
-            } else {
-                format!("{base_name}-r{n}")
-            };
-            WorkerBuilder::new(name)
-                .backend(queue)
-                .data(send_deliverer.clone())
-                .data(send_stopping.clone())
-                .concurrency(concurrency)
-                .retry(RetryPolicy::retries(HANDLER_ATTEMPTS - 1))
-                .timeout(job_timeout)
-                .catch_panic()
-                .build(handle_send)
-        }
-    );
-
     let monitor = {
         let deliverer = deliverer.clone();
         let base_name = deliverer.worker_name.clone();
@@ -345,7 +228,7 @@ pub async fn run_worker(
             deliverer.store,
             PollNow,
             POLL_QUEUE,
-            poll_options,
+            queue_options,
             |_n, queue| {
                 let n = restarts.fetch_add(1, Ordering::SeqCst);
                 WorkerBuilder::new(format!("{}-poll-r{n}", deliverer.worker_name))
@@ -367,7 +250,7 @@ pub async fn run_worker(
             deliverer.store,
             DisableRequest,
             DISABLE_QUEUE,
-            poll_options,
+            queue_options,
             |_n, queue| {
                 let n = restarts.fetch_add(1, Ordering::SeqCst);
                 WorkerBuilder::new(format!("{}-disable-r{n}", deliverer.worker_name))
@@ -382,15 +265,24 @@ pub async fn run_worker(
         )
     };
 
+    let grace = w.shutdown_grace;
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
-            stopping.set();
-            info!("shutting down: finishing jobs in flight");
+            info!("shutting down: finishing the work in hand");
+            let _ = stop_tx.send(true);
             Ok(())
         })
         .await;
-    let _ = stop_tx.send(true);
+    // The lanes stopped with the signal, each after its batch in hand (which has its own
+    // deadline); the queue's jobs had the grace period meanwhile.
+    let lanes_done = futures::future::join_all(send_lanes);
+    if tokio::time::timeout(grace, lanes_done).await.is_err() {
+        warn!(
+            ?grace,
+            "batches still sending at the end of the grace period were left"
+        );
+    }
     let _ = redrive.await;
     result.map_err(|e| WorkerError::Monitor(e.to_string()))
 }

@@ -1,9 +1,11 @@
-//! The job queue as operators see it: apalis's `Jobs` table, with send jobs judged by the mail
-//! they carry (a job whose mail failed for good is "dead", and retrying it retries the mail).
+//! The job queue as operators see it: apalis's jobs (polls, disable requests), and the mail
+//! owed, whose queue is the outbox: each mail is a send job `send:<outbox id>` (pending,
+//! running while claimed, failed while a retry waits, done once sent or skipped, dead once it
+//! failed for good; retrying a dead one owes the mail again).
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, DbRow, QueuedJob, Store, StoreError, db, millis, push_job};
+use super::{Db, DbRow, OutboxRow, OutboxState, Store, StoreError, db, millis, rows};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct JobRow {
@@ -23,27 +25,22 @@ pub struct JobRow {
 
 const SEND_QUEUE: &str = "renewal-worker.send";
 
-/// The operator's status, from the queue's status and (for send jobs of the last attempt)
-/// the mail's.
+/// The operator's status of a queue job.
 const STATUS: &str = "CASE
     WHEN j.status = 'Killed' OR (j.status = 'Failed' AND j.attempts >= j.max_attempts) THEN 'dead'
-    WHEN j.status = 'Done' AND o.state = 'failed' THEN 'dead'
     WHEN j.status = 'Done' THEN 'done'
     WHEN j.status = 'Failed' THEN 'failed'
     WHEN j.status IN ('Queued', 'Running') THEN 'running'
     ELSE 'pending' END";
 
 /// The queue's jobs with the operator's status, on SQLite (`Jobs`: JSON args as a blob,
-/// instants in seconds).
+/// instants in seconds). Mail is not among them (see [`mail_job`]).
 fn select_sqlite() -> String {
     format!(
         "SELECT j.id, j.idempotency_key, j.job_type, {STATUS} AS op_status, j.attempts,
            j.max_attempts, j.run_at, j.done_at, j.lock_by, j.last_result,
            CAST(j.job AS TEXT) AS args
-         FROM Jobs j
-         LEFT JOIN outbox o ON j.job_type = '{SEND_QUEUE}'
-           AND o.id = json_extract(CAST(j.job AS TEXT), '$.outbox_id')
-           AND o.attempts = json_extract(CAST(j.job AS TEXT), '$.attempts') + 1"
+         FROM Jobs j WHERE j.job_type <> '{SEND_QUEUE}'"
     )
 }
 
@@ -56,11 +53,54 @@ fn select_postgres() -> String {
            EXTRACT(EPOCH FROM j.run_at)::BIGINT AS run_at,
            EXTRACT(EPOCH FROM j.done_at)::BIGINT AS done_at, j.lock_by,
            j.last_result::TEXT AS last_result, convert_from(j.job, 'UTF8') AS args
-         FROM apalis.jobs j
-         LEFT JOIN outbox o ON j.job_type = '{SEND_QUEUE}'
-           AND o.id = (convert_from(j.job, 'UTF8')::jsonb ->> 'outbox_id')::BIGINT
-           AND o.attempts = (convert_from(j.job, 'UTF8')::jsonb ->> 'attempts')::BIGINT + 1"
+         FROM apalis.jobs j WHERE j.job_type <> '{SEND_QUEUE}'"
     )
+}
+
+/// The outbox rows of mail jobs in an operator status (`None`: any), as SQL over `outbox`.
+fn mail_status_filter(status: Option<&str>) -> &'static str {
+    match status {
+        None => "TRUE",
+        Some("pending") => "state = 'pending' AND attempts = 0",
+        Some("failed") => "state = 'pending' AND attempts > 0",
+        Some("running") => "state = 'sending'",
+        Some("done") => "state IN ('sent', 'skipped')",
+        Some("dead") => "state = 'failed'",
+        Some(_) => "FALSE",
+    }
+}
+
+/// The id of the send job of outbox row `id`.
+fn mail_job_id(id: i64) -> String {
+    format!("send:{id}")
+}
+
+/// An owed or sent mail as a send job; `max_attempts` is `mail.retry.max_attempts`.
+fn mail_job(o: OutboxRow, max_attempts: u32) -> JobRow {
+    let status = match o.state {
+        OutboxState::Failed => "dead",
+        OutboxState::Sent | OutboxState::Skipped => "done",
+        OutboxState::Sending => "running",
+        OutboxState::Pending if o.attempts > 0 => "failed",
+        OutboxState::Pending => "pending",
+    };
+    JobRow {
+        id: mail_job_id(o.id),
+        key: Some(o.key),
+        queue: SEND_QUEUE.to_owned(),
+        status: status.to_owned(),
+        attempts: o.attempts,
+        max_attempts,
+        run_at: Some(o.next_attempt_at),
+        done_at: o.sent_at,
+        worker: o.claimed_by,
+        last_result: o.last_error,
+        args: serde_json::json!({
+            "outbox_id": o.id,
+            "kind": o.kind,
+            "subscription": o.subscription_id,
+        }),
+    }
 }
 
 fn seconds(v: Option<i64>) -> Option<DateTime<Utc>> {
@@ -85,9 +125,15 @@ fn job_from_row(r: &impl DbRow) -> Result<JobRow, StoreError> {
 }
 
 impl Store {
-    /// Jobs, newest first, optionally of one operator status.
-    pub async fn jobs(&self, status: Option<&str>, limit: u32) -> Result<Vec<JobRow>, StoreError> {
-        db!(self, |p, stmt| {
+    /// Jobs, newest first (by when they run or ran), optionally of one operator status: the
+    /// queue's and the mail's. `mail_attempts` is `mail.retry.max_attempts`.
+    pub async fn jobs(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+        mail_attempts: u32,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let mut all = db!(self, |p, stmt| {
             let select = match self.db {
                 Db::Sqlite(_) => select_sqlite(),
                 Db::Postgres(_) => select_postgres(),
@@ -102,62 +148,102 @@ impl Store {
                 .bind(i64::from(limit))
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(job_from_row).collect()
-        })
+            rows.iter()
+                .map(job_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        let mail = db!(self, |p, stmt| {
+            let sql = format!(
+                "SELECT {} FROM outbox WHERE {} ORDER BY next_attempt_at DESC, id DESC LIMIT ?",
+                rows::OUTBOX_COLUMNS,
+                mail_status_filter(status)
+            );
+            let rows = sqlx::query(stmt(&sql))
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(rows::outbox_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        all.extend(mail.into_iter().map(|o| mail_job(o, mail_attempts)));
+        all.sort_by(|a, b| b.run_at.cmp(&a.run_at).then_with(|| b.id.cmp(&a.id)));
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(all)
     }
 
-    /// One job by its id or its key.
-    pub async fn job(&self, id_or_key: &str) -> Result<Option<JobRow>, StoreError> {
-        db!(self, |p, stmt| {
+    /// One job by its id or its key: a queue job, or a mail's send job (`send:<outbox id>`,
+    /// or the mail's outbox key).
+    pub async fn job(
+        &self,
+        id_or_key: &str,
+        mail_attempts: u32,
+    ) -> Result<Option<JobRow>, StoreError> {
+        if let Some(outbox_id) = id_or_key
+            .strip_prefix("send:")
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            let row = self.outbox_by_id(outbox_id).await?;
+            return Ok(row.map(|o| mail_job(o, mail_attempts)));
+        }
+        let queued = db!(self, |p, stmt| {
             let select = match self.db {
                 Db::Sqlite(_) => select_sqlite(),
                 Db::Postgres(_) => select_postgres(),
             };
-            let sql = format!("{select} WHERE j.id = ? OR j.idempotency_key = ?");
+            let sql = format!("{select} AND (j.id = ? OR j.idempotency_key = ?)");
             let row = sqlx::query(stmt(&sql))
                 .bind(id_or_key)
                 .bind(id_or_key)
                 .fetch_optional(p)
                 .await?;
-            row.map(|r| job_from_row(&r)).transpose()
-        })
+            row.map(|r| job_from_row(&r)).transpose()?
+        });
+        match queued {
+            Some(job) => Ok(Some(job)),
+            None => Ok(self
+                .outbox_by_key(id_or_key)
+                .await?
+                .map(|o| mail_job(o, mail_attempts))),
+        }
     }
 
-    /// Puts a dead job back to pending. For a send job whose mail failed for good, the mail
-    /// is owed again and a fresh job is queued for it (the next attempt number). Returns the
-    /// key of the job that will run, or `None` if the job is not dead.
+    /// Puts a dead job back to pending. For a mail that failed for good, the mail is owed
+    /// again, due now, for its next attempt. Returns the id of the job that will run, or
+    /// `None` if the job is not dead.
     pub async fn retry_job(
         &self,
         id_or_key: &str,
         now: DateTime<Utc>,
-        send_job: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Option<String>, StoreError> {
-        db!(self, |p, stmt| {
-            let Some(job) = self.job(id_or_key).await? else {
+        let Some(job) = self.job(id_or_key, 0).await? else {
+            return Ok(None);
+        };
+        if job.status != "dead" {
+            return Ok(None);
+        }
+        if job.queue == SEND_QUEUE {
+            let Some(outbox_id) = job.args["outbox_id"].as_i64() else {
                 return Ok(None);
             };
-            if job.status != "dead" {
-                return Ok(None);
-            }
-            let mut tx = p.begin().await?;
-            if job.queue == SEND_QUEUE
-                && let Some(outbox_id) = job.args["outbox_id"].as_i64()
-            {
-                let attempts: Option<i64> = sqlx::query_scalar(stmt(
+            let owed = db!(self, |p, stmt| {
+                sqlx::query(stmt(
                     "UPDATE outbox SET state = 'pending', next_attempt_at = ?, last_error = NULL
-                 WHERE id = ? AND state = 'failed' RETURNING attempts",
+                     WHERE id = ? AND state = 'failed'",
                 ))
                 .bind(millis(now))
                 .bind(outbox_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(attempts) = attempts {
-                    let next = send_job(outbox_id, u32::try_from(attempts).unwrap_or(0));
-                    push_job(&mut tx, &next).await?;
-                    tx.commit().await?;
-                    return Ok(Some(next.idempotency_key));
-                }
+                .execute(p)
+                .await?
+                .rows_affected()
+                    == 1
+            });
+            if owed {
+                self.owed_changed();
             }
+            return Ok(owed.then_some(job.id));
+        }
+        db!(self, |p, stmt| {
             let requeue = match self.db {
                 Db::Sqlite(_) => {
                     "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = ?, lock_by = NULL,
@@ -173,9 +259,8 @@ impl Store {
             sqlx::query(stmt(requeue))
                 .bind(now.timestamp())
                 .bind(&job.id)
-                .execute(&mut *tx)
+                .execute(p)
                 .await?;
-            tx.commit().await?;
             Ok(Some(job.key.unwrap_or(job.id)))
         })
     }

@@ -43,8 +43,8 @@ pub enum StoreError {
     },
 }
 
-/// A job to put on the queue in the same transaction as the outbox change that owes it, so
-/// there is never an owed mail without a job, nor a job without its mail.
+/// A job to put on the queue (a poll, a disable request). Mail needs none: the outbox is its
+/// queue.
 #[derive(Debug, Clone)]
 pub struct QueuedJob {
     pub queue: &'static str,
@@ -209,11 +209,12 @@ pub struct LicenseUpdate {
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
     Sent,
-    /// Worth retrying; `retry` is the next attempt's job, or `None` when attempts are spent.
+    /// Worth retrying; `retry` is when the next attempt is due, or `None` when attempts are
+    /// spent.
     Transient {
         code: Option<u16>,
         detail: String,
-        retry: Option<(DateTime<Utc>, QueuedJob)>,
+        retry: Option<DateTime<Utc>>,
     },
     Permanent {
         code: Option<u16>,
@@ -242,55 +243,49 @@ pub struct DeliveryAttempt {
     pub detail: Option<String>,
 }
 
-/// A job of the queue (`j`) that will not run again.
-const FINISHED_JOB: &str =
-    "(j.status IN ('Done', 'Killed') OR (j.status = 'Failed' AND j.attempts >= j.max_attempts))";
-
-/// Inside [`db!`]'s body: pushes `$job` in transaction `$tx` again. A key holds one job, so
-/// its earlier job, if that one will not run again, is removed first; a job still waiting or
-/// running keeps the key, and the push is a no-op.
-macro_rules! repush {
-    ($tx:ident, $stmt:ident, $jobs:expr, $job:expr) => {{
-        let job: &QueuedJob = $job;
-        sqlx::query($stmt(&format!(
-            "DELETE FROM {} AS j WHERE j.job_type = ? AND j.idempotency_key = ?
-               AND {FINISHED_JOB}",
-            $jobs
-        )))
-        .bind(job.queue)
-        .bind(&job.idempotency_key)
-        .execute(&mut *$tx)
-        .await?;
-        push_job(&mut $tx, job).await?;
-    }};
-}
-
 // Queries for owed rows repeat the `outbox_owed` index's condition, `state IN ('pending',
 // 'sending')`, beside their own `state = ...`: SQLite uses a partial index only when the query
 // names its condition, and otherwise scans the whole outbox, sent mail included.
 
-/// How a claim moves a row on: to sending, its attempt counted, its claimant noted.
+/// How a claim moves a row on: to sending, its attempt counted, its claimant noted; binds:
+/// the worker, the claim's instant (ms).
 const CLAIM_SET: &str = "UPDATE outbox SET state = 'sending', attempts = attempts + 1,
        claimed_by = ?, claimed_at = ?";
-/// The claim of one row for one attempt: only while it is pending at that attempt.
-const CLAIM_ONE_WHERE: &str = "WHERE id = ? AND state = 'pending' AND attempts = ?";
-static CLAIM_ONE: LazyLock<String> = LazyLock::new(|| {
+/// The ids of the owed mails due at an instant, soonest first; binds: the instant (ms), how
+/// many. Read through `outbox_owed` in its order (its rows end in the id), stopping at the
+/// limit.
+const DUE_IDS: &str = "SELECT id FROM outbox
+       WHERE state = 'pending' AND state IN ('pending', 'sending') AND next_attempt_at <= ?
+       ORDER BY next_attempt_at, id LIMIT ?";
+/// [`Store::claim_due`] on SQLite. The rows were read as pending in the same statement: the
+/// state test only guards (`+` keeps it off the index choices, so the ids are probed).
+static CLAIM_DUE_SQLITE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{CLAIM_SET} {CLAIM_ONE_WHERE} RETURNING {}",
+        "{CLAIM_SET} WHERE id IN ({DUE_IDS}) AND +state = 'pending' RETURNING {}",
         rows::OUTBOX_COLUMNS
     )
 });
-
-/// Owed rows one redrive pass looks at; the rest wait for the next pass.
-const REDRIVE_BATCH: u32 = 1000;
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RedriveReport {
-    /// Claims whose lease ran out (their worker presumably died mid-send).
-    pub leases_expired: u64,
-    /// Owed rows whose job was (re)pushed; pushes of a job already queued are no-ops.
-    pub jobs_pushed: u64,
-}
+/// [`Store::claim_due`] on PostgreSQL: the claim and the subscriptions of the mails claimed,
+/// in one statement. The due rows are locked as they are read, skipping rows other daemons
+/// hold; the claim then probes their ids (`= ANY(ARRAY(...))` and `IS TRUE` keep the planner
+/// from reading the owed index again to filter by id, which it does when its statistics
+/// lag a burst of owed mail).
+static CLAIM_DUE_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    numbered_placeholders(&format!(
+        "WITH claimed AS (
+           {CLAIM_SET}
+           WHERE id = ANY(ARRAY({DUE_IDS} FOR UPDATE SKIP LOCKED))
+             AND (state = 'pending') IS TRUE
+           RETURNING {outbox})
+         SELECT claimed.*, {context}
+         FROM claimed
+         LEFT JOIN subscriptions s ON s.id = claimed.subscription_id
+         LEFT JOIN resellers r ON r.id = s.reseller_id
+         LEFT JOIN customers c ON c.id = s.customer_id",
+        outbox = rows::OUTBOX_COLUMNS,
+        context = rows::CONTEXT_COLUMNS,
+    ))
+});
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ImportCounts {
@@ -390,6 +385,9 @@ pub struct Claimed {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// Told whenever this process commits mail that is owed (new, retried, given back, or
+    /// back from an expired claim): the daemon's send lanes wait on it when nothing is due.
+    owed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub fn millis(t: DateTime<Utc>) -> i64 {
@@ -401,6 +399,23 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 impl Store {
+    fn on(db: Db) -> Self {
+        Self {
+            db,
+            owed: std::sync::Arc::default(),
+        }
+    }
+
+    /// Woken when this process commits mail owed now or later (see [`Store::next_owed_at`]).
+    /// Mail that another process records is not seen here: look again now and then.
+    pub fn owed_signal(&self) -> &tokio::sync::Notify {
+        &self.owed
+    }
+
+    fn owed_changed(&self) {
+        self.owed.notify_waiters();
+    }
+
     /// Opens the database named by `url` (`sqlite://FILE`, created if needed, or
     /// `postgres://...`) and brings its schema up to date: ours and the job queue's. When the
     /// database is not reachable, keeps trying for `connect_timeout` before giving up.
@@ -442,9 +457,7 @@ impl Store {
             .acquire_timeout(acquire_timeout.max(Duration::from_secs(1)))
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Ok(Self {
-            db: Db::Postgres(pool),
-        })
+        Ok(Self::on(Db::Postgres(pool)))
     }
 
     async fn open_sqlite(
@@ -482,13 +495,13 @@ impl Store {
                 url: url.to_owned(),
                 source,
             })?;
-        Ok(Self {
-            db: Db::Sqlite(pool),
-        })
+        Ok(Self::on(Db::Sqlite(pool)))
     }
 
     /// Applies our migrations and the job queue's, each with its own ledger so the two sets
-    /// never see each other as "missing" migrations.
+    /// never see each other as "missing" migrations. Mail was once queued as a job per mail;
+    /// the outbox is its queue now, and jobs of that kind left from then are removed (none
+    /// would ever run).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
             Db::Sqlite(p) => {
@@ -496,6 +509,9 @@ impl Store {
                 let mut queue = apalis_sqlite::SqliteStorage::migrations();
                 queue.dangerous_set_table_name("_apalis_migrations");
                 queue.run(p).await?;
+                sqlx::query("DELETE FROM Jobs WHERE job_type = 'renewal-worker.send'")
+                    .execute(p)
+                    .await?;
             }
             Db::Postgres(p) => {
                 // Several daemons may start at once: migrations take a database lock, so one
@@ -504,6 +520,9 @@ impl Store {
                 let mut queue = apalis_postgres::PostgresStorage::<()>::migrations();
                 queue.dangerous_set_table_name("_apalis_migrations");
                 queue.run(p).await?;
+                sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'renewal-worker.send'")
+                    .execute(p)
+                    .await?;
             }
         }
         Ok(())
@@ -771,50 +790,26 @@ impl Store {
         }
     }
 
-    /// How the database would run a batch's claim of `n` owed rows by id and the retirement
-    /// of their queue jobs by key (one plan per statement, steps joined by "; "). Both must
-    /// probe keys, not read every owed row or every waiting job, whatever the planner's
-    /// statistics say.
-    pub async fn explain_batch_claim(
-        &self,
-        queue: &str,
-        n: usize,
-    ) -> Result<[String; 2], StoreError> {
-        let claim = self.claim_many_sql(n);
-        let retire = self.retire_jobs_sql(n);
+    /// How the database would run [`Store::claim_due`] of `n` mails (its steps joined by
+    /// "; "; nothing is claimed). The due mail must be read through the owed index in order,
+    /// stopping at the limit, and claimed by id, whatever the planner's statistics say.
+    pub async fn explain_claim(&self, n: u32) -> Result<String, StoreError> {
         match &self.db {
-            Db::Sqlite(p) => {
-                let binds = |sql: &str| vec![1; sql.matches('?').count()];
-                Ok([
-                    sqlite_plan(p, &claim, &binds(&claim)).await?.join("; "),
-                    sqlite_plan(p, &retire, &binds(&retire)).await?.join("; "),
-                ])
-            }
+            Db::Sqlite(p) => Ok(sqlite_plan(p, &CLAIM_DUE_SQLITE, &[0, 0, 0, i64::from(n)])
+                .await?
+                .join("; ")),
             Db::Postgres(p) => {
-                // EXPLAIN only plans: neither statement runs.
-                let ids = 1..=i64::try_from(n).unwrap_or(i64::MAX);
-                let mut q = sqlx::query_scalar::<_, String>(trusted(numbered_placeholders(
-                    &format!("EXPLAIN {claim}"),
-                )))
-                .bind("explain")
-                .bind(0i64);
-                for id in ids.clone() {
-                    q = q.bind(id);
-                }
-                let claim_plan = q.fetch_all(p).await?.join("; ");
-                let mut q = sqlx::query_scalar::<_, String>(trusted(numbered_placeholders(
-                    &format!("EXPLAIN {retire}"),
-                )))
-                .bind(0i64)
-                .bind(queue);
-                for id in ids {
-                    q = q.bind(format!("send:{id}:0"));
-                }
-                let retire_plan = q
-                    .bind(i64::try_from(n).unwrap_or(i64::MAX))
-                    .fetch_all(p)
-                    .await?;
-                Ok([claim_plan, retire_plan.join("; ")])
+                let mut tx = p.begin_with("BEGIN; SET LOCAL enable_sort = off").await?;
+                let plan: Vec<String> =
+                    sqlx::query_scalar(trusted(format!("EXPLAIN {}", CLAIM_DUE_POSTGRES.as_str())))
+                        .bind("explain")
+                        .bind(0i64)
+                        .bind(0i64)
+                        .bind(i64::from(n))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                Ok(plan.join("; "))
             }
         }
     }
@@ -850,13 +845,11 @@ impl Store {
 
     // ---------------------------------------------------------------- outbox
 
-    /// Records a mail as owed and queues the job that sends it, in one transaction. A key
-    /// already recorded changes nothing.
+    /// Records a mail as owed, due now. A key already recorded changes nothing.
     pub async fn enqueue_notification(
         &self,
         new: &NewNotification,
         now: DateTime<Utc>,
-        job_for: impl FnOnce(i64, u32) -> QueuedJob,
     ) -> Result<Enqueued, StoreError> {
         db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
@@ -879,10 +872,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             let result = match inserted {
-                Some(id) => {
-                    push_job(&mut tx, &job_for(id, 0)).await?;
-                    Enqueued::Created { id }
-                }
+                Some(id) => Enqueued::Created { id },
                 None => {
                     let row = sqlx::query(stmt("SELECT id, state FROM outbox WHERE key = ?"))
                         .bind(&new.key)
@@ -901,6 +891,9 @@ impl Store {
                 }
             };
             tx.commit().await?;
+            if matches!(result, Enqueued::Created { .. }) {
+                self.owed_changed();
+            }
             Ok(result)
         })
     }
@@ -922,7 +915,6 @@ impl Store {
         r: &DisableRecord,
         now: DateTime<Utc>,
         mails: impl FnOnce(i64) -> Vec<NewNotification>,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<DisableRecorded, StoreError> {
         db!(self, |p, stmt| {
             if let Some(existing) = self.disable_by_key(&r.request_key).await? {
@@ -984,6 +976,7 @@ impl Store {
                     None => Ok(DisableRecorded::Conflict),
                 };
             };
+            let mut owed = false;
             for n in mails(id) {
                 let recipients =
                     serde_json::to_string(&n.recipients).unwrap_or_else(|_| "[]".into());
@@ -1003,11 +996,12 @@ impl Store {
             .bind(millis(now))
             .fetch_optional(&mut *tx)
             .await?;
-                if let Some(outbox_id) = inserted {
-                    push_job(&mut tx, &job_for(outbox_id, 0)).await?;
-                }
+                owed |= inserted.is_some();
             }
             tx.commit().await?;
+            if owed {
+                self.owed_changed();
+            }
             match self.disable_by_key(&r.request_key).await? {
                 Some(row) => Ok(DisableRecorded::Recorded(row)),
                 None => Err(StoreError::Corrupt {
@@ -1159,7 +1153,8 @@ impl Store {
         })
     }
 
-    /// Queue gauges: jobs waiting, the age of the oldest, mail owed.
+    /// Queue gauges: jobs waiting (the queue's, and mail due, the outbox being the queue of
+    /// mail), how long the oldest has waited, mail owed (due or not).
     pub async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats, StoreError> {
         db!(self, |p, stmt| {
             let jobs = match self.db {
@@ -1175,13 +1170,25 @@ impl Store {
                 .bind(now.timestamp())
                 .fetch_one(p)
                 .await?;
+            let (due, oldest_due): (i64, Option<i64>) = sqlx::query_as(stmt(
+                "SELECT COUNT(*), MIN(next_attempt_at) FROM outbox
+                 WHERE state = 'pending' AND state IN ('pending', 'sending')
+                   AND next_attempt_at <= ?",
+            ))
+            .bind(millis(now))
+            .fetch_one(p)
+            .await?;
             let owed: i64 = sqlx::query_scalar(stmt(
                 "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')",
             ))
             .fetch_one(p)
             .await?;
+            let oldest = [oldest, oldest_due.map(|ms| ms.div_euclid(1000))]
+                .into_iter()
+                .flatten()
+                .min();
             Ok(QueueStats {
-                pending_jobs: pending,
+                pending_jobs: pending + due,
                 oldest_pending_seconds: oldest.map(|t| (now.timestamp() - t).max(0)).unwrap_or(0),
                 owed_mails: owed,
             })
@@ -1199,29 +1206,6 @@ impl Store {
             .await?
             .rows_affected()
                 == 1)
-        })
-    }
-
-    /// Owed mail due now: (outbox id, attempts started).
-    pub async fn owed_now(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<(i64, u32)>, StoreError> {
-        db!(self, |p, stmt| {
-            let rows: Vec<(i64, i64)> = sqlx::query_as(stmt(
-                "SELECT id, attempts FROM outbox
-             WHERE state = 'pending' AND state IN ('pending', 'sending')
-               AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            ))
-            .bind(millis(now))
-            .bind(i64::from(limit))
-            .fetch_all(p)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, a)| (id, u32::try_from(a).unwrap_or(0)))
-                .collect())
         })
     }
 
@@ -1248,11 +1232,8 @@ impl Store {
         &self,
         u: &RenewalUpdate,
         now: DateTime<Utc>,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Applied, StoreError> {
-        let mut applied = self
-            .apply_renewals(std::slice::from_ref(u), now, job_for)
-            .await?;
+        let mut applied = self.apply_renewals(std::slice::from_ref(u), now).await?;
         Ok(applied.pop().unwrap_or_default())
     }
 
@@ -1262,7 +1243,6 @@ impl Store {
         &self,
         updates: &[RenewalUpdate],
         now: DateTime<Utc>,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Vec<Applied>, StoreError> {
         db!(self, |p, stmt| {
             let move_term = sqlx::SqlSafeStr::into_sql_str(stmt(
@@ -1332,10 +1312,7 @@ impl Store {
                         .fetch_optional(&mut *tx)
                         .await?;
                     match (inserted, skip) {
-                        (Some(id), None) => {
-                            push_job(&mut tx, &job_for(id, 0)).await?;
-                            applied.queued += 1;
-                        }
+                        (Some(_), None) => applied.queued += 1,
                         (Some(_), Some(_)) => applied.skipped += 1,
                         (None, _) => {}
                     }
@@ -1343,6 +1320,9 @@ impl Store {
                 out.push(applied);
             }
             tx.commit().await?;
+            if out.iter().any(|a| a.queued > 0) {
+                self.owed_changed();
+            }
             Ok(out)
         })
     }
@@ -1370,255 +1350,142 @@ impl Store {
         })
     }
 
-    /// Takes an owed mail for sending. Only the job for the row's current attempt number can
-    /// take it, and only while it is pending: a duplicate or stale job gets `None`.
-    pub async fn claim(
-        &self,
-        outbox_id: i64,
-        expected_attempts: u32,
-        worker: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<OutboxRow>, StoreError> {
-        db!(self, |p, stmt| {
-            let row = sqlx::query(stmt(&CLAIM_ONE))
-                .bind(worker)
-                .bind(millis(now))
-                .bind(outbox_id)
-                .bind(i64::from(expected_attempts))
-                .fetch_optional(p)
-                .await?;
-            row.map(|r| rows::outbox_from_row(&r)).transpose()
-        })
-    }
-
-    /// [`Store::claim`], with the context of the mail's subscription read alongside, for a
-    /// worker about to send. On PostgreSQL both are one statement whose commit does not wait
-    /// for the disk: a database crash that loses such a claim leaves the mail owed and sent
-    /// again, just as a crash between a durable claim and its record does, and the record's
-    /// durable commit flushes the claim before it (the log is written in order). So a sent mail
-    /// never ends up unrecorded because of it; a mail costs one flush instead of two.
-    pub async fn claim_for_send(
-        &self,
-        outbox_id: i64,
-        expected_attempts: u32,
-        worker: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Claimed>, StoreError> {
-        let p = match &self.db {
-            Db::Postgres(p) => p,
-            Db::Sqlite(_) => {
-                // In-process: a second statement costs no round trip worth saving.
-                let Some(row) = self
-                    .claim(outbox_id, expected_attempts, worker, now)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let context = self.context_of(&row.subscription_id).await;
-                return Ok(Some(Claimed { row, context }));
-            }
-        };
-        let Some(r) = sqlx::query(sqlx::AssertSqlSafe(CLAIM_FOR_SEND_POSTGRES.as_str()))
-            .bind(worker)
-            .bind(millis(now))
-            .bind(outbox_id)
-            .bind(i64::from(expected_attempts))
-            .fetch_optional(p)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let row = rows::outbox_from_row(&r)?;
-        let context = match r.try_get::<Option<String>, _>("s_id")? {
-            None => Ok(None),
-            Some(_) => rows::context_from_row(&r).map(Some),
-        };
-        Ok(Some(Claimed { row, context }))
-    }
-
-    /// [`Store::claim_for_send`] for a job that carries company: besides its own row, it takes
-    /// up to `more` other owed mails that are due now and whose send jobs (`job_for`, as in
-    /// [`Store::redrive`]) still wait in the queue. Those jobs are finished in the same
-    /// transaction, so each mail is this job's alone, and one job with two commits carries
-    /// many mails instead of one. A job whose own row is not owed to it takes nothing. Due is
-    /// the outbox's instant, to the millisecond (a job's own is rounded up to the second). On
-    /// PostgreSQL rows and jobs are locked with `SKIP LOCKED`: workers on several hosts take
-    /// disjoint sets rather than wait on each other.
+    /// Takes up to `n` owed mails that are due at `now` for sending, the soonest due first:
+    /// each moves to sending for its next attempt, claimed by `worker`, and comes with what its
+    /// message is made from. A mail is claimed by one taker only: on SQLite the claim is one
+    /// statement under the database's write lock; on PostgreSQL rows another daemon has
+    /// locked are skipped (`SKIP LOCKED`), so daemons take disjoint batches instead of
+    /// waiting on each other. Due is the outbox's instant, to the millisecond.
     ///
-    /// Without an own row (`own` = `None`) it takes only the `more` others: how a send job
-    /// that found plenty due goes on to its next batch without a trip through the queue.
-    pub async fn claim_batch(
+    /// On PostgreSQL the claim's commit does not wait for the disk: a database crash that
+    /// loses it leaves the mails owed and sent again, just as a crash between a durable claim
+    /// and its record does, and the record's durable commit flushes the claim before it (the
+    /// log is written in order), so a mail sent is never left unrecorded because of it.
+    pub async fn claim_due(
         &self,
-        own: Option<(i64, u32)>,
-        more: u32,
+        n: u32,
         worker: &str,
         now: DateTime<Utc>,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<Vec<Claimed>, StoreError> {
-        if more == 0 {
-            let Some((outbox_id, expected_attempts)) = own else {
-                return Ok(Vec::new());
-            };
-            return Ok(self
-                .claim_for_send(outbox_id, expected_attempts, worker, now)
-                .await?
-                .into_iter()
-                .collect());
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        let skip_locked = self.skip_locked();
-        // A few more rows than wanted: the jobs of the first due are often just fetched by a
-        // worker (theirs to run), and those rows are left to them.
-        let look_at = more.saturating_add(more / 4 + 4);
-        let postgres = matches!(self.db, Db::Postgres(_));
-        db!(self, |p, stmt| {
-            // On SQLite the transaction takes the database's write lock at once, so the rows
-            // read below cannot change under it, nor can its first write find its snapshot
-            // stale (which no busy timeout would cure).
-            //
-            // On PostgreSQL the claim's commit does not wait for the disk, as in
-            // [`Store::claim_for_send`] (why that is safe is said there): a batch costs one
-            // flush instead of two. That setting and the one for the read of due mail below
-            // ride along with `BEGIN`, in one round trip.
-            let mut tx = if postgres {
-                p.begin_with(
-                    "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off",
-                )
-                .await?
-            } else {
-                p.begin_with("BEGIN IMMEDIATE").await?
-            };
-            let mut taken = Vec::new();
-            if let Some((outbox_id, expected_attempts)) = own {
-                let Some(row) = sqlx::query(stmt(&CLAIM_ONE))
+        let mut claims = match &self.db {
+            Db::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                // One statement, so one write transaction: its read of the due rows cannot be
+                // overtaken by another writer, and a busy database is waited for.
+                let mut taken = Vec::new();
+                for r in sqlx::query(sqlx::AssertSqlSafe(CLAIM_DUE_SQLITE.as_str()))
                     .bind(worker)
                     .bind(millis(now))
-                    .bind(outbox_id)
-                    .bind(i64::from(expected_attempts))
-                    .fetch_optional(&mut *tx)
+                    .bind(millis(now))
+                    .bind(i64::from(n))
+                    .fetch_all(&mut *conn)
                     .await?
-                else {
-                    return Ok(Vec::new());
-                };
-                taken.push(rows::outbox_from_row(&row)?);
-            }
-            // Two simple steps rather than one join: each is an index range or probes of the
-            // jobs' unique key, whatever the planner believes of the tables' sizes.
-            //
-            // PostgreSQL reads the due mail with sorting off (set with `BEGIN` above): right
-            // after a burst of owed mail (an import, a backlog) its table statistics still say
-            // the outbox is small, and it would read every pending row to sort them (tens of
-            // ms per batch at 100,000 owed) instead of walking the `outbox_owed` index in order
-            // and stopping at the limit.
-            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
-                "SELECT id, attempts FROM outbox
-                 WHERE state = 'pending' AND state IN ('pending', 'sending')
-                   AND next_attempt_at <= ?
-                 ORDER BY next_attempt_at, id LIMIT ? {skip_locked}"
-            )))
-            .bind(millis(now))
-            .bind(i64::from(look_at))
-            .fetch_all(&mut *tx)
-            .await?;
-            if postgres {
-                sqlx::raw_sql("SET LOCAL enable_sort TO DEFAULT")
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // The due rows' jobs, by key, in the order the rows became due; all are of one
-            // queue.
-            let mut queue = None;
-            let keys: Vec<(String, i64)> = due
-                .iter()
-                .map(|&(id, attempts)| {
-                    let job = job_for(id, u32::try_from(attempts).unwrap_or(0));
-                    queue.get_or_insert(job.queue);
-                    (job.idempotency_key, id)
-                })
-                .collect();
-            let by_key: std::collections::HashMap<&str, i64> =
-                keys.iter().map(|(key, id)| (key.as_str(), *id)).collect();
-            let mut picked = Vec::new();
-            if let Some(queue) = queue {
-                let mut retire =
-                    sqlx::query_scalar::<_, String>(stmt(&self.retire_jobs_sql(keys.len())))
-                        .bind(now.timestamp())
-                        .bind(queue);
-                for (key, _) in &keys {
-                    retire = retire.bind(key);
-                }
-                // Their worker is left empty: apalis ties `lock_by` to its registered workers.
-                for key in retire.bind(i64::from(more)).fetch_all(&mut *tx).await? {
-                    picked.extend(by_key.get(key.as_str()).copied());
-                }
-            }
-            if !picked.is_empty() {
-                let mut claim = sqlx::query(stmt(&self.claim_many_sql(picked.len())))
-                    .bind(worker)
-                    .bind(millis(now));
-                for id in &picked {
-                    claim = claim.bind(id);
-                }
-                for r in claim.fetch_all(&mut *tx).await? {
+                {
                     taken.push(rows::outbox_from_row(&r)?);
                 }
+                if taken.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Their subscriptions, each read once, after the claim: the write lock is
+                // held for the claim alone.
+                let mut subscriptions: Vec<&str> =
+                    taken.iter().map(|r| r.subscription_id.as_str()).collect();
+                subscriptions.sort_unstable();
+                subscriptions.dedup();
+                let mut read = sqlx::query(trusted(rows::context_select(&format!(
+                    "WHERE s.id IN ({})",
+                    placeholders(subscriptions.len())
+                ))));
+                for s in &subscriptions {
+                    read = read.bind(*s);
+                }
+                let mut contexts = std::collections::HashMap::new();
+                for r in read.fetch_all(&mut *conn).await? {
+                    let id: String = r.try_get("s_id")?;
+                    contexts.insert(id, rows::context_from_row(&r).map_err(|e| e.to_string()));
+                }
+                taken
+                    .into_iter()
+                    .map(|row| {
+                        let context = match contexts.get(&row.subscription_id) {
+                            None => Ok(None),
+                            Some(Ok(ctx)) => Ok(Some(ctx.clone())),
+                            Some(Err(detail)) => Err(StoreError::Corrupt {
+                                table: "subscriptions",
+                                id: row.subscription_id.clone(),
+                                detail: detail.clone(),
+                            }),
+                        };
+                        Claimed { row, context }
+                    })
+                    .collect::<Vec<_>>()
             }
-            if taken.is_empty() {
-                return Ok(Vec::new());
-            }
-            // Their subscriptions, each read once, in the same snapshot.
-            let mut subscriptions: Vec<&str> =
-                taken.iter().map(|r| r.subscription_id.as_str()).collect();
-            subscriptions.sort_unstable();
-            subscriptions.dedup();
-            let mut read = sqlx::query(stmt(&rows::context_select(&format!(
-                "WHERE s.id IN ({})",
-                placeholders(subscriptions.len())
-            ))));
-            for s in &subscriptions {
-                read = read.bind(*s);
-            }
-            let mut contexts = std::collections::HashMap::new();
-            for r in read.fetch_all(&mut *tx).await? {
-                let id: String = r.try_get("s_id")?;
-                contexts.insert(id, rows::context_from_row(&r).map_err(|e| e.to_string()));
-            }
-            tx.commit().await?;
-            let mut claims: Vec<Claimed> = taken
-                .into_iter()
-                .map(|row| {
-                    let context = match contexts.get(&row.subscription_id) {
+            Db::Postgres(p) => {
+                // Sorting off for the read of due mail: right after a burst of owed mail (an
+                // import, a backlog) the table's statistics still say the outbox is small, and
+                // PostgreSQL would read every pending row to sort them (tens of ms per batch
+                // at 100,000 owed) instead of walking the `outbox_owed` index in order and
+                // stopping at the limit. Both settings ride along with `BEGIN`, in one round
+                // trip; the claim and its subscriptions are one statement.
+                let mut tx = p
+                    .begin_with(
+                        "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL enable_sort = off",
+                    )
+                    .await?;
+                let found = sqlx::query(sqlx::AssertSqlSafe(CLAIM_DUE_POSTGRES.as_str()))
+                    .bind(worker)
+                    .bind(millis(now))
+                    .bind(millis(now))
+                    .bind(i64::from(n))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut claims = Vec::with_capacity(found.len());
+                for r in &found {
+                    let row = rows::outbox_from_row(r)?;
+                    let context = match r.try_get::<Option<String>, _>("s_id")? {
                         None => Ok(None),
-                        Some(Ok(ctx)) => Ok(Some(ctx.clone())),
-                        Some(Err(detail)) => Err(StoreError::Corrupt {
-                            table: "subscriptions",
-                            id: row.subscription_id.clone(),
-                            detail: detail.clone(),
-                        }),
+                        Some(_) => rows::context_from_row(r).map(Some),
                     };
-                    Claimed { row, context }
-                })
-                .collect();
-            // The job's own mail first, the others in the order they became due.
-            let others = usize::from(own.is_some());
-            claims[others..].sort_by_key(|c| (c.row.next_attempt_at, c.row.id));
-            Ok(claims)
+                    claims.push(Claimed { row, context });
+                }
+                claims
+            }
+        };
+        claims.sort_by_key(|c| (c.row.next_attempt_at, c.row.id));
+        Ok(claims)
+    }
+
+    /// The soonest instant at which owed mail is due (now or in the past if some is due
+    /// already); `None` when none is owed.
+    pub async fn next_owed_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        db!(self, |p, stmt| {
+            let at: Option<i64> = sqlx::query_scalar(stmt(
+                "SELECT next_attempt_at FROM outbox
+                 WHERE state = 'pending' AND state IN ('pending', 'sending')
+                 ORDER BY next_attempt_at LIMIT 1",
+            ))
+            .fetch_optional(p)
+            .await?;
+            Ok(at.map(from_millis))
         })
     }
 
-    /// Gives claimed mails that were never handed to the server back to the queue, as they
-    /// were before the claim: the attempt is not counted, and each gets its job again.
+    /// Gives claimed mails that were never handed to the server back, owed as they were
+    /// before the claim: the attempt is not counted.
     pub async fn release_claims(
         &self,
         claims: &[(i64, u32)],
         now: DateTime<Utc>,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
     ) -> Result<u64, StoreError> {
-        let jobs = self.jobs_table();
-        db!(self, |p, stmt| {
+        let released = db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
             let mut released = 0;
             for &(id, attempt) in claims {
-                let done = sqlx::query(stmt(
+                released += sqlx::query(stmt(
                     "UPDATE outbox SET state = 'pending', attempts = attempts - 1,
                        next_attempt_at = ?, claimed_by = NULL, claimed_at = NULL
                      WHERE id = ? AND state = 'sending' AND attempts = ?",
@@ -1629,15 +1496,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if done == 0 {
-                    continue;
-                }
-                released += 1;
-                repush!(tx, stmt, jobs, &job_for(id, attempt.saturating_sub(1)));
             }
             tx.commit().await?;
-            Ok(released)
-        })
+            released
+        });
+        if released > 0 {
+            self.owed_changed();
+        }
+        Ok(released)
     }
 
     /// Records how an attempt ended and moves the mail on, in one transaction. Returns false
@@ -1660,33 +1526,20 @@ impl Store {
         const RECORD_TAIL: &str = "ON CONFLICT (outbox_id, attempt) DO NOTHING";
         const ONE_RECORD: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
         const GUARD: &str = "WHERE id = ? AND state = 'sending' AND attempts = ?";
-        // The row's next state, and the job of its retry if there is one.
-        fn update_of(f: &FinishedAttempt) -> (String, Option<&QueuedJob>) {
+        // The row's next state.
+        fn update_of(f: &FinishedAttempt) -> String {
             match &f.outcome {
-                AttemptOutcome::Sent => (
-                    format!(
-                        "UPDATE outbox SET state = 'sent', sent_at = ?, claimed_by = NULL,
-                           last_error = NULL {GUARD}"
-                    ),
-                    None,
+                AttemptOutcome::Sent => format!(
+                    "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL {GUARD}"
                 ),
-                AttemptOutcome::Transient {
-                    retry: Some((_, job)),
-                    ..
-                } => (
-                    format!(
-                        "UPDATE outbox SET state = 'pending', next_attempt_at = ?,
-                           claimed_by = NULL, last_error = ? {GUARD}"
-                    ),
-                    Some(job),
+                AttemptOutcome::Transient { retry: Some(_), .. } => format!(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = ?,
+                       claimed_by = NULL, last_error = ? {GUARD}"
                 ),
                 AttemptOutcome::Transient { retry: None, .. }
-                | AttemptOutcome::Permanent { .. } => (
-                    format!(
-                        "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ?
-                           {GUARD}"
-                    ),
-                    None,
+                | AttemptOutcome::Permanent { .. } => format!(
+                    "UPDATE outbox SET state = 'failed', claimed_by = NULL, last_error = ?
+                       {GUARD}"
                 ),
             }
         }
@@ -1722,7 +1575,7 @@ impl Store {
                     AttemptOutcome::Sent => $q.bind(millis(f.finished_at)),
                     AttemptOutcome::Transient {
                         detail,
-                        retry: Some((at, _)),
+                        retry: Some(at),
                         ..
                     } => $q.bind(millis(*at)).bind(detail.clone()),
                     AttemptOutcome::Transient { detail, .. }
@@ -1735,36 +1588,54 @@ impl Store {
         if fs.is_empty() {
             return Ok(Vec::new());
         }
-        if let ([f], Db::Postgres(p)) = (fs, &self.db)
-            && update_of(f).1.is_none()
+        let retried = |f: &FinishedAttempt| {
+            matches!(f.outcome, AttemptOutcome::Transient { retry: Some(_), .. })
+        };
+        let is_sent = |f: &FinishedAttempt| matches!(f.outcome, AttemptOutcome::Sent);
+        let one_record = format!("{RECORD_HEAD} {ONE_RECORD} {RECORD_TAIL}");
+        // A mail sent (the usual end) is recorded on its row alone: its claimant and the
+        // claim's instant stay as the attempt's worker and start, `sent_at` is its end (see
+        // [`Store::attempts`]). Other ends, and a mail sent whose claim was lost meanwhile,
+        // get a row of their own in `delivery_attempts`.
+        if let [f] = fs
+            && is_sent(f)
         {
-            // On PostgreSQL a mail's usual end (sent, or failed for good) is one statement:
-            // the attempt row rides along in a data-modifying WITH, saving the round trips of
-            // a transaction. SQLite has no such WITH; its round trips are cheap.
-            let sql = numbered_placeholders(&format!(
-                "WITH recorded AS ({RECORD_HEAD} {ONE_RECORD} {RECORD_TAIL}) {}",
-                update_of(f).0
-            ));
+            let kept = db!(self, |p, stmt| {
+                bind_update!(sqlx::query(stmt(&update_of(f))), f)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                    == 1
+            });
+            if !kept {
+                db!(self, |p, stmt| {
+                    bind_record!(sqlx::query(stmt(&one_record)), f)
+                        .execute(p)
+                        .await?;
+                });
+            }
+            return Ok(vec![kept]);
+        }
+        if let ([f], Db::Postgres(p)) = (fs, &self.db)
+            && !retried(f)
+        {
+            // On PostgreSQL a mail that failed for good is one statement: the attempt row
+            // rides along in a data-modifying WITH, saving the round trips of a transaction.
+            // SQLite has no such WITH; its round trips are cheap.
+            let sql =
+                numbered_placeholders(&format!("WITH recorded AS ({one_record}) {}", update_of(f)));
             let q = bind_record!(sqlx::query(trusted(sql)), f);
             return Ok(vec![
                 bind_update!(q, f).execute(p).await?.rows_affected() == 1,
             ]);
         }
-        // Many attempts: every record in one statement, and the mails sent (the usual end) in
-        // one more; each statement is a round trip (on SQLite a hop to its thread).
-        let is_sent = |f: &FinishedAttempt| matches!(f.outcome, AttemptOutcome::Sent);
+        // Many attempts: the mails sent in one statement, then each other end, then the
+        // attempt rows (of the other ends and of sends whose claim was lost) in one more; each
+        // statement is a round trip (on SQLite a hop to its thread).
         let sent: Vec<&FinishedAttempt> = fs.iter().filter(|f| is_sent(f)).collect();
         let mark_sent = mark_sent_sql(sent.len());
-        db!(self, |p, stmt| {
+        let kept = db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
-            let mut records = sqlx::query(stmt(&format!(
-                "{RECORD_HEAD} {} {RECORD_TAIL}",
-                vec![ONE_RECORD; fs.len()].join(", ")
-            )));
-            for f in fs {
-                records = bind_record!(records, f);
-            }
-            records.execute(&mut *tx).await?;
             let mut sent_kept = std::collections::HashSet::new();
             if !sent.is_empty() {
                 let mut q = sqlx::query_scalar::<_, i64>(stmt(&mark_sent));
@@ -1782,153 +1653,63 @@ impl Store {
                     kept.push(sent_kept.contains(&f.outbox_id));
                     continue;
                 }
-                let (update, retry_job) = update_of(f);
-                let updated = bind_update!(sqlx::query(stmt(&update)), f)
+                let updated = bind_update!(sqlx::query(stmt(&update_of(f))), f)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
                     == 1;
-                if updated && let Some(job) = retry_job {
-                    push_job(&mut tx, job).await?;
-                }
                 kept.push(updated);
             }
+            let unrecorded: Vec<&FinishedAttempt> = fs
+                .iter()
+                .zip(&kept)
+                .filter(|(f, kept)| !(is_sent(f) && **kept))
+                .map(|(f, _)| f)
+                .collect();
+            if !unrecorded.is_empty() {
+                let mut records = sqlx::query(stmt(&format!(
+                    "{RECORD_HEAD} {} {RECORD_TAIL}",
+                    vec![ONE_RECORD; unrecorded.len()].join(", ")
+                )));
+                for f in unrecorded {
+                    records = bind_record!(records, f);
+                }
+                records.execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            Ok(kept)
-        })
+            Ok::<_, StoreError>(kept)
+        })?;
+        // A retry is owed later: a waiting send lane learns when.
+        if fs.iter().zip(&kept).any(|(f, &k)| k && retried(f)) {
+            self.owed_changed();
+        }
+        Ok(kept)
     }
 
-    /// Crash recovery, run at start and periodically: claims older than `lease` go back to
-    /// pending, and every owed row that is due and has no live job gets one. A row's job is
-    /// found by its queue and idempotency key (`job_key_sql`, the SQL twin of the key `job_for` gives),
-    /// so a large backlog whose jobs are all queued costs index probes, not pushes. A job that
-    /// finished without taking its row (e.g. its handler failed on a store error until it was
-    /// given up) is removed so its key can be used again.
-    pub async fn redrive(
+    /// Crash recovery, run at start and periodically: mails claimed longer than `lease` ago
+    /// (their daemon presumably died mid-send) are owed again, due now. Returns how many.
+    pub async fn expire_claims(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        job_queue: &str,
-        job_key_sql: &str,
-        job_for: impl Fn(i64, u32) -> QueuedJob,
-    ) -> Result<RedriveReport, StoreError> {
-        let jobs = self.jobs_table();
-        db!(self, |p, stmt| {
-            let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-            let mut tx = p.begin().await?;
-            let expired = sqlx::query(stmt(
+    ) -> Result<u64, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let expired = db!(self, |p, stmt| {
+            sqlx::query(stmt(
                 "UPDATE outbox SET state = 'pending', next_attempt_at = ?, claimed_by = NULL,
-               last_error = 'claim lease expired; worker presumed lost'
-             WHERE state = 'sending' AND state IN ('pending', 'sending') AND claimed_at < ?",
+                   last_error = 'claim lease expired; worker presumed lost'
+                 WHERE state = 'sending' AND state IN ('pending', 'sending') AND claimed_at < ?",
             ))
             .bind(millis(now))
             .bind(millis(now).saturating_sub(lease_ms))
-            .execute(&mut *tx)
+            .execute(p)
             .await?
-            .rows_affected();
-            let due: Vec<(i64, i64)> = sqlx::query_as(stmt(&format!(
-                "SELECT o.id, o.attempts FROM outbox o
-             WHERE o.state = 'pending' AND o.state IN ('pending', 'sending')
-               AND o.next_attempt_at <= ?
-               AND NOT EXISTS (SELECT 1 FROM {jobs} j
-                 WHERE j.job_type = ? AND j.idempotency_key = {job_key_sql} AND NOT {FINISHED_JOB})
-             ORDER BY o.next_attempt_at LIMIT {REDRIVE_BATCH}"
-            )))
-            .bind(millis(now))
-            .bind(job_queue)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, attempts) in &due {
-                repush!(
-                    tx,
-                    stmt,
-                    jobs,
-                    &job_for(*id, u32::try_from(*attempts).unwrap_or(0))
-                );
-            }
-            tx.commit().await?;
-            Ok(RedriveReport {
-                leases_expired: expired,
-                jobs_pushed: due.len() as u64,
-            })
-        })
-    }
-
-    /// The job queue's table on this backend.
-    fn jobs_table(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "Jobs",
-            Db::Postgres(_) => "apalis.jobs",
+            .rows_affected()
+        });
+        if expired > 0 {
+            self.owed_changed();
         }
-    }
-
-    /// Row locks for a claim: PostgreSQL skips rows another worker holds; SQLite has one
-    /// writer at a time and no such clause.
-    fn skip_locked(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "",
-            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-        }
-    }
-
-    /// Claims owed rows by id (`n` of them) for their next attempt; binds: the worker, the
-    /// claim's time (ms), the ids. The rows were read as pending in the same transaction and
-    /// are held (SQLite's write lock, PostgreSQL's row locks): the state test only guards.
-    fn claim_many_sql(&self, n: usize) -> String {
-        // Right after a burst of owed mail PostgreSQL's statistics still say few rows are
-        // pending, and given `state = 'pending'` it reads every pending row through the
-        // `outbox_owed` index and filters them by id (milliseconds per batch with 10,000 owed)
-        // instead of probing the primary key; `IS TRUE` makes the test one no index serves.
-        let pending = match self.db {
-            Db::Sqlite(_) => "+state = 'pending'",
-            Db::Postgres(_) => "(state = 'pending') IS TRUE",
-        };
-        format!(
-            "{CLAIM_SET} WHERE id IN ({}) AND {pending} RETURNING {}",
-            placeholders(n),
-            rows::OUTBOX_COLUMNS
-        )
-    }
-
-    /// Marks done the waiting jobs of one queue with the given idempotency keys (`keys` of
-    /// them), at most a number of them (on PostgreSQL the first in the keys' order); binds:
-    /// done_at (s), queue, the keys, the limit.
-    fn retire_jobs_sql(&self, keys: usize) -> String {
-        match self.db {
-            // SQLite's planner, given `status = 'Pending'`, walks the queue's (job_type,
-            // status) index through every waiting job of the queue (milliseconds per batch
-            // with 10,000 owed) instead of probing the (job_type, idempotency_key) one for the
-            // batch's keys; a unary `+` takes the status term off its index choices.
-            Db::Sqlite(_) => format!(
-                "UPDATE Jobs SET status = 'Done', done_at = ?
-                 WHERE id IN (SELECT id FROM Jobs
-                   WHERE job_type = ? AND +status = 'Pending'
-                     AND idempotency_key IN ({})
-                   LIMIT ?)
-                 RETURNING idempotency_key",
-                placeholders(keys)
-            ),
-            // PostgreSQL, right after a burst of owed mail, still believes the queue small:
-            // it walks apalis's fetch index (whose predicate `status = 'Pending'` matches)
-            // and filters every waiting job by key, or joins the whole table. One probe of
-            // the unique (job_type, idempotency_key) index per key, `IS TRUE` keeping the
-            // fetch index out, then the primary key, do not depend on its statistics. Every
-            // key's waiting job is locked until the claim commits (a few more than the limit,
-            // which other workers skip meanwhile); the first in the keys' order are retired.
-            Db::Postgres(_) => format!(
-                "UPDATE apalis.jobs SET status = 'Done', done_at = to_timestamp(?)
-                 WHERE id = ANY(ARRAY(
-                   SELECT j.id FROM (SELECT ?::text AS queue) q,
-                     unnest(ARRAY[{}]::text[]) WITH ORDINALITY AS k(key, n),
-                     LATERAL (SELECT id FROM apalis.jobs
-                       WHERE job_type = q.queue AND idempotency_key = k.key
-                         AND (status = 'Pending') IS TRUE
-                       FOR UPDATE SKIP LOCKED) j
-                   ORDER BY k.n LIMIT ?))
-                 RETURNING idempotency_key",
-                placeholders(keys)
-            ),
-        }
+        Ok(expired)
     }
 
     pub async fn outbox_by_id(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
@@ -1974,12 +1755,23 @@ impl Store {
         })
     }
 
+    /// Every delivery attempt of a mail, in order: those recorded in `delivery_attempts`, and
+    /// the one that sent it, which lives on the mail's row (see [`Store::finish_attempts`]).
     pub async fn attempts(&self, outbox_id: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
         db!(self, |p, stmt| {
             let rows = sqlx::query(stmt(
                 "SELECT attempt, worker, started_at, finished_at, outcome, smtp_code, detail
-             FROM delivery_attempts WHERE outbox_id = ? ORDER BY attempt",
+                 FROM delivery_attempts WHERE outbox_id = ?
+                 UNION ALL
+                 SELECT o.attempts, o.claimed_by, o.claimed_at, o.sent_at, 'sent', NULL, NULL
+                 FROM outbox o
+                 WHERE o.id = ? AND o.state = 'sent' AND o.claimed_by IS NOT NULL
+                   AND o.claimed_at IS NOT NULL AND o.sent_at IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM delivery_attempts d
+                     WHERE d.outbox_id = o.id AND d.attempt = o.attempts)
+                 ORDER BY 1",
             ))
+            .bind(outbox_id)
             .bind(outbox_id)
             .fetch_all(p)
             .await?;
@@ -2009,24 +1801,6 @@ static DUE_CONTEXTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`Store::claim_for_send`] on PostgreSQL, made once: it runs for every mail.
-static CLAIM_FOR_SEND_POSTGRES: LazyLock<String> = LazyLock::new(|| {
-    numbered_placeholders(&format!(
-        "WITH claimed AS (
-           {CLAIM_SET}
-           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-           {CLAIM_ONE_WHERE}
-           RETURNING {outbox})
-         SELECT claimed.*, {context}
-         FROM claimed
-         LEFT JOIN subscriptions s ON s.id = claimed.subscription_id
-         LEFT JOIN resellers r ON r.id = s.reseller_id
-         LEFT JOIN customers c ON c.id = s.customer_id",
-        outbox = rows::OUTBOX_COLUMNS,
-        context = rows::CONTEXT_COLUMNS,
-    ))
-});
-
 /// Marks SQL assembled in this module from constant fragments (column lists, guards,
 /// placeholders): never from input, which is always bound.
 pub(crate) fn trusted(sql: String) -> sqlx::AssertSqlSafe<String> {
@@ -2047,7 +1821,7 @@ async fn sqlite_plan(p: &SqlitePool, sql: &str, binds: &[i64]) -> Result<Vec<Str
 /// for each, then (id, attempt) for each. Returns the ids marked.
 fn mark_sent_sql(n: usize) -> String {
     format!(
-        "UPDATE outbox SET state = 'sent', claimed_by = NULL, last_error = NULL,
+        "UPDATE outbox SET state = 'sent', last_error = NULL,
            sent_at = CASE id {} END
          WHERE state = 'sending' AND (id, attempts) IN (VALUES {})
          RETURNING id",
@@ -2196,8 +1970,8 @@ mod tests {
     }
 
     // Both statements run once per batch of mail; reading a whole table there costs time in
-    // proportion to every mail ever owed (the outbox) or waiting (the queue). The retirement
-    // needs its `+status` for this; the record of mail sent finds the primary key through its
+    // proportion to every mail ever owed. The claim must walk the owed index in its order and
+    // then probe the ids it found; the record of mail sent finds the primary key through its
     // row-value IN on the SQLite we build with (older ones scan), and must go on doing so.
     #[tokio::test]
     async fn a_batch_s_statements_probe_indexes_instead_of_reading_whole_tables() {
@@ -2219,12 +1993,24 @@ mod tests {
             "{sent:?}"
         );
 
-        let retire = plan_of(&store, &store.retire_jobs_sql(3)).await;
+        let claim = plan_of(&store, &CLAIM_DUE_SQLITE).await;
         assert!(
-            retire
+            claim
                 .iter()
-                .any(|d| d.contains("USING INDEX idx_jobs_idempotency_key")),
-            "{retire:?}"
+                .any(|d| d.starts_with("SEARCH outbox USING INTEGER PRIMARY KEY")),
+            "{claim:?}"
+        );
+        assert!(
+            claim
+                .iter()
+                .any(|d| d.starts_with("SEARCH outbox USING COVERING INDEX outbox_owed")),
+            "{claim:?}"
+        );
+        assert!(
+            !claim
+                .iter()
+                .any(|d| d.starts_with("SCAN outbox") || d.contains("TEMP B-TREE")),
+            "no whole-table read, no sort: {claim:?}"
         );
         store.close().await;
     }

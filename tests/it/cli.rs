@@ -595,8 +595,8 @@ async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
             .output()
             .unwrap()
     };
-    // The job of the mail that failed for good is dead. The outbox row turns failed inside the
-    // job; the queue records the job's end a moment later, so look until it shows.
+    // The send job of the mail that failed for good is dead (the outbox is the mail's queue;
+    // look until the record shows it).
     let mut dead = serde_json::Value::Null;
     for _ in 0..100 {
         let listed = {
@@ -614,7 +614,8 @@ async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
     }
     assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
     let id = dead[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(dead[0]["key"], "send:1:0");
+    assert_eq!(dead[0]["id"], "send:1");
+    assert_eq!(dead[0]["key"], "S1/order_processed");
 
     let shown = {
         let (cli, id) = (cli.clone(), id.clone());
@@ -639,7 +640,7 @@ async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
     };
     assert!(retried.status.success(), "{}", text(&retried.stderr));
     assert!(
-        text(&retried.stdout).contains("send:1:1"),
+        text(&retried.stdout).contains("back to pending as send:1"),
         "{}",
         text(&retried.stdout)
     );

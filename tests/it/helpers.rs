@@ -607,31 +607,3 @@ pub async fn owe_ready(store: &Store, settings: &Settings, i: u64) {
     .await
     .unwrap();
 }
-
-/// Marks the queued job with idempotency key `key` as taken by a queue worker (running, no
-/// longer pending).
-pub async fn mark_job_running(app: &TestApp, key: &str) {
-    use sqlx::Connection;
-    let url = &app.settings.database.url;
-    let n = match backend() {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query("UPDATE Jobs SET status = 'Running' WHERE idempotency_key = ?")
-                .bind(key)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query("UPDATE apalis.jobs SET status = 'Running' WHERE idempotency_key = $1")
-                .bind(key)
-                .execute(&mut c)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-    };
-    assert_eq!(n, 1, "job {key} marked running");
-}
