@@ -1597,24 +1597,40 @@ impl Store {
         // claim's instant stay as the attempt's worker and start, `sent_at` is its end (see
         // [`Store::attempts`]). Other ends, and a mail sent whose claim was lost meanwhile,
         // get a row of their own in `delivery_attempts`.
-        if let [f] = fs
-            && is_sent(f)
-        {
-            let kept = db!(self, |p, stmt| {
-                bind_update!(sqlx::query(stmt(&update_of(f))), f)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-                    == 1
+        if fs.iter().all(is_sent) {
+            // All sent: one statement, its own transaction. The rare send whose claim was
+            // lost gets its attempt row afterwards; that row only informs.
+            let sql = mark_sent_sql(fs.len());
+            let kept_ids: std::collections::HashSet<i64> = db!(self, |p, stmt| {
+                let mut q = sqlx::query_scalar::<_, i64>(stmt(&sql));
+                for f in fs {
+                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
+                }
+                for f in fs {
+                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
+                }
+                q.fetch_all(p).await?.into_iter().collect()
             });
-            if !kept {
+            let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
+            let lost: Vec<&FinishedAttempt> = fs
+                .iter()
+                .zip(&kept)
+                .filter(|(_, kept)| !**kept)
+                .map(|(f, _)| f)
+                .collect();
+            if !lost.is_empty() {
                 db!(self, |p, stmt| {
-                    bind_record!(sqlx::query(stmt(&one_record)), f)
-                        .execute(p)
-                        .await?;
+                    let mut records = sqlx::query(stmt(&format!(
+                        "{RECORD_HEAD} {} {RECORD_TAIL}",
+                        vec![ONE_RECORD; lost.len()].join(", ")
+                    )));
+                    for f in lost {
+                        records = bind_record!(records, f);
+                    }
+                    records.execute(p).await?;
                 });
             }
-            return Ok(vec![kept]);
+            return Ok(kept);
         }
         if let ([f], Db::Postgres(p)) = (fs, &self.db)
             && !retried(f)
@@ -1629,9 +1645,9 @@ impl Store {
                 bind_update!(q, f).execute(p).await?.rows_affected() == 1,
             ]);
         }
-        // Many attempts: the mails sent in one statement, then each other end, then the
-        // attempt rows (of the other ends and of sends whose claim was lost) in one more; each
-        // statement is a round trip (on SQLite a hop to its thread).
+        // Mixed ends, in one transaction: the mails sent in one statement, then each other
+        // end, then the attempt rows (of the other ends and of sends whose claim was lost) in
+        // one more; each statement is a round trip (on SQLite a hop to its thread).
         let sent: Vec<&FinishedAttempt> = fs.iter().filter(|f| is_sent(f)).collect();
         let mark_sent = mark_sent_sql(sent.len());
         let kept = db!(self, |p, stmt| {
