@@ -489,7 +489,11 @@ impl Deliverer {
     /// given back if the batch's deadline passed meanwhile), its outcome decided.
     ///
     /// The batch's mails take send slots in the order they were taken: each waits for
-    /// `after` (the mail before it has its slot, or needs none) and then lets `then` go.
+    /// `after` (the mail before it has its slot, or needs none) and then lets `then` go. A
+    /// mail is rendered only once it is its turn, while the one before it is with the server:
+    /// rendered all at once, a batch's messages waited for their slots in memory, and the
+    /// cores spent more per mail (measured: 0.40-0.54 of the raw send rate on PostgreSQL at 4
+    /// and 16 at once, 0.46-0.52 rendered in turn; less CPU per mail on both stores).
     async fn send_one(
         &self,
         claim: crate::store::Claimed,
@@ -502,12 +506,13 @@ impl Deliverer {
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
+            if let Some(after) = after {
+                // Sent or dropped: either way it is this mail's turn.
+                let _ = after.await;
+            }
+            // (`then` goes when this mail has its slot, or at once if it needs none.)
             let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
-                    if let Some(after) = after {
-                        // Sent or dropped: either way it is this mail's turn.
-                        let _ = after.await;
-                    }
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
                     drop(then);
