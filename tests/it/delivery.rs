@@ -767,3 +767,120 @@ async fn a_batch_claim_walks_the_owed_index_right_after_a_burst_of_owed_mail() {
         }
     }
 }
+
+// An idle lane sleeps until the next owed mail is due or `worker.poll_interval` (here half a
+// minute) passes; mail its own process records wakes it, and so does a retry coming due.
+on_both_backends!(async an_idle_lane_wakes_for_mail_its_process_owes_and_for_a_retry_coming_due);
+async fn an_idle_lane_wakes_for_mail_its_process_owes_and_for_a_retry_coming_due() {
+    let sink = SmtpSink::start(Behaviour::TempFailFirst(1));
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.settings.worker.poll_interval = Duration::from_secs(30);
+    app.settings.worker.redrive_interval = Duration::from_secs(30);
+    app.start_sharing_store("w-wakes");
+    // Every lane has looked, found nothing owed, and gone to sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = std::time::Instant::now();
+    app.event("S1", "ready", None).await;
+    assert!(
+        eventually(Duration::from_secs(10), || sink.received().len() == 1).await,
+        "sent without waiting for the poll interval"
+    );
+    let took = t.elapsed();
+    app.stop().await;
+    // Refused once (451), retried after its 200 ms backoff (jittered down to at least half).
+    assert_eq!(sink.rcpt_refusals(), 1);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let row = &app.outbox().await[0];
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(row.attempts, 2);
+}
+
+// A send whose claim was lost (its lease ran out and another took the mail) is kept as an
+// attempt of its own; the send that counts is recorded on the mail's row.
+on_both_backends!(async a_send_whose_claim_was_lost_is_kept_as_an_attempt_only);
+async fn a_send_whose_claim_was_lost_is_kept_as_an_attempt_only() {
+    use renewal_worker::store::{AttemptOutcome, FinishedAttempt};
+    let app = TestApp::new(None, "").await;
+    let EventOutcome::Queued { outbox_id, .. } = app.event("S1", "ready", None).await else {
+        panic!("queued")
+    };
+    let t0 = chrono::Utc::now();
+    let first = app.store.claim_due(1, "slow", t0).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // Its lease runs out; another worker takes the mail for attempt 2.
+    let later = t0 + chrono::Duration::minutes(10);
+    let expired = app
+        .store
+        .expire_claims(later, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    let second = app.store.claim_due(1, "quick", later).await.unwrap();
+    assert_eq!(second[0].row.attempts, 2);
+    let sent = |worker: &str, attempt, at| FinishedAttempt {
+        outbox_id,
+        attempt,
+        worker: worker.into(),
+        started_at: at,
+        finished_at: at + chrono::Duration::seconds(1),
+        outcome: AttemptOutcome::Sent,
+    };
+    // The slow one's send ends now: its claim is gone.
+    assert_eq!(
+        app.store
+            .finish_attempts(&[sent("slow", 1, t0)])
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert_eq!(
+        app.store
+            .finish_attempts(&[sent("quick", 2, later)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    let row = app.store.outbox_by_id(outbox_id).await.unwrap().unwrap();
+    assert_eq!(row.state, OutboxState::Sent);
+    let attempts = app.store.attempts(outbox_id).await.unwrap();
+    let seen: Vec<(u32, &str, &str)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.worker.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(seen, [(1, "slow", "sent"), (2, "quick", "sent")]);
+    assert_eq!(
+        attempts[1].started_at.timestamp_millis(),
+        later.timestamp_millis()
+    );
+    assert_eq!(
+        attempts[1].finished_at.timestamp_millis(),
+        (later + chrono::Duration::seconds(1)).timestamp_millis()
+    );
+}
+
+// Mail was once queued as one apalis job per mail; such jobs left in a database from then
+// would wait forever, and are removed when the schema is brought up to date.
+on_both_backends!(async send_jobs_of_an_older_version_are_removed_with_the_schema_update);
+async fn send_jobs_of_an_older_version_are_removed_with_the_schema_update() {
+    let app = TestApp::new(None, "").await;
+    let old = renewal_worker::store::QueuedJob {
+        queue: renewal_worker::jobs::SEND_QUEUE,
+        args: serde_json::json!({"outbox_id": 1, "attempts": 0}),
+        idempotency_key: "send:1:0".into(),
+        run_after: Duration::ZERO,
+        max_attempts: 5,
+    };
+    app.store.enqueue_job(&old).await.unwrap();
+    app.store
+        .enqueue_job(&renewal_worker::jobs::poll_job("test"))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now() + chrono::Duration::seconds(2);
+    assert_eq!(app.store.queue_stats(now).await.unwrap().pending_jobs, 2);
+    app.store.migrate().await.unwrap();
+    assert_eq!(
+        app.store.queue_stats(now).await.unwrap().pending_jobs,
+        1,
+        "the poll job stays"
+    );
+}

@@ -307,15 +307,30 @@ impl TestApp {
         proxy
     }
 
-    /// Starts the daemon in this process, as `renewal-worker run` would.
+    /// Starts the daemon in this process, as `renewal-worker run` would, on a store of its
+    /// own (as another process would have).
     pub fn start(&mut self, worker_name: &str) {
+        self.start_with(worker_name, None);
+    }
+
+    /// [`TestApp::start`] on this app's own store: what the test records there is recorded by
+    /// the daemon's process (as its HTTP API or its poll would).
+    pub fn start_sharing_store(&mut self, worker_name: &str) {
+        self.start_with(worker_name, Some(self.store.clone()));
+    }
+
+    fn start_with(&mut self, worker_name: &str, shared: Option<Store>) {
         let (tx, rx) = oneshot::channel::<()>();
         let settings = self.settings.clone();
         let clock = self.clock.clone();
         let name = worker_name.to_owned();
         let handle = tokio::spawn(async move {
             let settings = Arc::new(settings);
-            let store = app::open_store(&settings).await.expect("open store");
+            let own = shared.is_none();
+            let store = match shared {
+                Some(store) => store,
+                None => app::open_store(&settings).await.expect("open store"),
+            };
             let deliverer =
                 Arc::new(Deliverer::build(settings, store, clock, name).expect("deliverer"));
             renewal_worker::jobs::run_worker(deliverer.clone(), async {
@@ -323,7 +338,9 @@ impl TestApp {
             })
             .await
             .expect("worker ran");
-            deliverer.store.close().await;
+            if own {
+                deliverer.store.close().await;
+            }
         });
         self.running = Some((tx, handle));
     }
