@@ -57,7 +57,8 @@ async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
     let (batch, poll) = (w.send_batch, w.poll_interval);
     let full = usize::try_from(batch).unwrap_or(usize::MAX);
     let mut errors = 0u32;
-    while !*stop.borrow() {
+    // Stopping, or the daemon's worker gone without saying so (its sender dropped).
+    while !*stop.borrow() && stop.has_changed().is_ok() {
         // Listening before the claim: mail recorded while it runs wakes the wait below.
         let woken = deliverer.store.owed_signal().notified();
         tokio::pin!(woken);

@@ -157,8 +157,8 @@ pub async fn run_worker(
     // Claims of a daemon that died (this one, before a restart) go back to owed here, before
     // the lanes start, then again every redrive_interval.
     match deliverer.redrive().await {
-        Ok(expired) => info!(expired_claims = expired, "owed mail checked at start"),
-        Err(e) => warn!(error = %e, "owed-mail check at start failed; will retry"),
+        Ok(expired) => info!(expired_claims = expired, "claims checked at start"),
+        Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let redrive = {
@@ -172,7 +172,7 @@ pub async fn run_worker(
                 tokio::select! {
                     _ = tick.tick() => {
                         if let Err(e) = deliverer.redrive().await {
-                            warn!(error = %e, "owed-mail check failed; will retry");
+                            warn!(error = %e, "checking claims failed; will retry");
                         }
                     }
                     _ = stop.changed() => break,
