@@ -371,10 +371,6 @@ impl Deliverer {
     /// store errors are returned. Returns what became of each mail taken, in the order taken;
     /// empty when none was due.
     pub async fn deliver_due(&self, n: u32) -> Result<Vec<(i64, Delivery)>, AppError> {
-        self.deliver_taken(n).await
-    }
-
-    async fn deliver_taken(&self, n: u32) -> Result<Vec<(i64, Delivery)>, AppError> {
         let started_at = self.clock.now();
         let claimed = std::time::Instant::now();
         let claims = self

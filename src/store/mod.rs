@@ -1585,6 +1585,33 @@ impl Store {
                 .bind(i64::from(f.attempt))
             }};
         }
+        // The statement marking the mails of `$sent` sent, bound (see `mark_sent_sql`).
+        macro_rules! mark_sent {
+            ($stmt:ident, $sql:expr, $sent:expr) => {{
+                let mut q = sqlx::query_scalar::<_, i64>($stmt($sql));
+                for f in $sent {
+                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
+                }
+                for f in $sent {
+                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
+                }
+                q
+            }};
+        }
+        // The statement inserting the attempt rows of `$fs` (not empty), bound.
+        macro_rules! records {
+            ($stmt:ident, $fs:expr) => {{
+                let fs = $fs;
+                let mut q = sqlx::query($stmt(&format!(
+                    "{RECORD_HEAD} {} {RECORD_TAIL}",
+                    vec![ONE_RECORD; fs.len()].join(", ")
+                )));
+                for f in fs {
+                    q = bind_record!(q, f);
+                }
+                q
+            }};
+        }
         if fs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1592,6 +1619,14 @@ impl Store {
             matches!(f.outcome, AttemptOutcome::Transient { retry: Some(_), .. })
         };
         let is_sent = |f: &FinishedAttempt| matches!(f.outcome, AttemptOutcome::Sent);
+        // The attempts that need a row: all but the mails sent under a claim still held.
+        let unrecorded = |kept: &[bool]| -> Vec<&FinishedAttempt> {
+            fs.iter()
+                .zip(kept)
+                .filter(|(f, kept)| !(is_sent(f) && **kept))
+                .map(|(f, _)| f)
+                .collect()
+        };
         let one_record = format!("{RECORD_HEAD} {ONE_RECORD} {RECORD_TAIL}");
         // A mail sent (the usual end) is recorded on its row alone: its claimant and the
         // claim's instant stay as the attempt's worker and start, `sent_at` is its end (see
@@ -1602,32 +1637,17 @@ impl Store {
             // lost gets its attempt row afterwards; that row only informs.
             let sql = mark_sent_sql(fs.len());
             let kept_ids: std::collections::HashSet<i64> = db!(self, |p, stmt| {
-                let mut q = sqlx::query_scalar::<_, i64>(stmt(&sql));
-                for f in fs {
-                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
-                }
-                for f in fs {
-                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
-                }
-                q.fetch_all(p).await?.into_iter().collect()
+                mark_sent!(stmt, &sql, fs)
+                    .fetch_all(p)
+                    .await?
+                    .into_iter()
+                    .collect()
             });
             let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
-            let lost: Vec<&FinishedAttempt> = fs
-                .iter()
-                .zip(&kept)
-                .filter(|(_, kept)| !**kept)
-                .map(|(f, _)| f)
-                .collect();
+            let lost = unrecorded(&kept);
             if !lost.is_empty() {
                 db!(self, |p, stmt| {
-                    let mut records = sqlx::query(stmt(&format!(
-                        "{RECORD_HEAD} {} {RECORD_TAIL}",
-                        vec![ONE_RECORD; lost.len()].join(", ")
-                    )));
-                    for f in lost {
-                        records = bind_record!(records, f);
-                    }
-                    records.execute(p).await?;
+                    records!(stmt, lost).execute(p).await?;
                 });
             }
             return Ok(kept);
@@ -1654,14 +1674,11 @@ impl Store {
             let mut tx = p.begin().await?;
             let mut sent_kept = std::collections::HashSet::new();
             if !sent.is_empty() {
-                let mut q = sqlx::query_scalar::<_, i64>(stmt(&mark_sent));
-                for f in &sent {
-                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
-                }
-                for f in &sent {
-                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
-                }
-                sent_kept.extend(q.fetch_all(&mut *tx).await?);
+                sent_kept.extend(
+                    mark_sent!(stmt, &mark_sent, &sent)
+                        .fetch_all(&mut *tx)
+                        .await?,
+                );
             }
             let mut kept = Vec::with_capacity(fs.len());
             for f in fs {
@@ -1676,21 +1693,9 @@ impl Store {
                     == 1;
                 kept.push(updated);
             }
-            let unrecorded: Vec<&FinishedAttempt> = fs
-                .iter()
-                .zip(&kept)
-                .filter(|(f, kept)| !(is_sent(f) && **kept))
-                .map(|(f, _)| f)
-                .collect();
+            let unrecorded = unrecorded(&kept);
             if !unrecorded.is_empty() {
-                let mut records = sqlx::query(stmt(&format!(
-                    "{RECORD_HEAD} {} {RECORD_TAIL}",
-                    vec![ONE_RECORD; unrecorded.len()].join(", ")
-                )));
-                for f in unrecorded {
-                    records = bind_record!(records, f);
-                }
-                records.execute(&mut *tx).await?;
+                records!(stmt, unrecorded).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(kept)
