@@ -272,6 +272,11 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
         .expect("deliverer"),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // For profiling: `perf record -a -k CLOCK_MONOTONIC` over a run, then `perf report --time
+    // start,end` with these two instants keeps only the end-to-end span.
+    if std::env::var_os("RW_BENCH_MARK").is_some() {
+        eprintln!("MARK start {}", uptime());
+    }
     let t = Instant::now();
     let cpu = cpu_seconds();
     let machine = machine_cpu_seconds();
@@ -283,6 +288,9 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
         "every mail arrived"
     );
     let r = n as f64 / t.elapsed().as_secs_f64();
+    if std::env::var_os("RW_BENCH_MARK").is_some() {
+        eprintln!("MARK end {}", uptime());
+    }
     let cpu = (cpu_seconds() - cpu) / n as f64;
     let machine = (machine_cpu_seconds() - machine) / n as f64;
     let sessions = sink.sessions() - sessions;
@@ -297,6 +305,15 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
         machine,
         sessions,
     }
+}
+
+/// Seconds since boot on the clock perf can stamp samples with (`CLOCK_MONOTONIC`, which
+/// `/proc/uptime` follows while the machine has not slept), to 10 ms.
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

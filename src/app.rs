@@ -307,11 +307,6 @@ impl Deliverer {
         recipients: &[String],
         key: &str,
     ) -> Result<(OutgoingMail, lettre::Message), String> {
-        let mail_ctx = MailContext::new(kind, ctx, &self.settings.marketplace, details.clone());
-        let rendered = self
-            .renderer
-            .render(kind, &mail_ctx)
-            .map_err(|e| e.to_string())?;
         let parse = |r: &str| {
             r.parse::<Address>()
                 .map_err(|e| format!("recipient {r:?} is not an address: {e}"))
@@ -325,6 +320,11 @@ impl Deliverer {
             .map(|list| list.iter().filter_map(|v| v.as_str()).map(parse).collect())
             .transpose()?
             .unwrap_or_default();
+        let mail_ctx = MailContext::new(kind, ctx, &self.settings.marketplace, details);
+        let rendered = self
+            .renderer
+            .render(kind, &mail_ctx)
+            .map_err(|e| e.to_string())?;
         let mail = OutgoingMail {
             to,
             cc,
@@ -498,7 +498,7 @@ impl Deliverer {
         after: Option<tokio::sync::oneshot::Receiver<()>>,
         then: tokio::sync::oneshot::Sender<()>,
     ) -> Result<MailEnd, AppError> {
-        let crate::store::Claimed { row, context } = claim;
+        let crate::store::Claimed { mut row, context } = claim;
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
@@ -507,7 +507,9 @@ impl Deliverer {
                 let _ = after.await;
             }
             // (`then` goes when this mail has its slot, or at once if it needs none.)
-            let result = match self.prepare(&row, context) {
+            // The mail's facts go into its rendering; nothing reads them afterwards.
+            let details = std::mem::take(&mut row.payload);
+            let result = match self.prepare(&row, details, context) {
                 Ok(Prepared::Send(message)) => {
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
@@ -600,10 +602,12 @@ impl Deliverer {
         .await
     }
 
-    /// Renders the mail of `row`, or says why it is no longer worth sending.
+    /// Renders the mail of `row` from its facts (`details`, its payload), or says why it is
+    /// no longer worth sending.
     fn prepare(
         &self,
         row: &crate::store::OutboxRow,
+        details: serde_json::Value,
         context: Result<Option<SubscriptionContext>, StoreError>,
     ) -> Result<Prepared, SendError> {
         let permanent = |detail: String| SendError::Permanent { code: None, detail };
@@ -621,12 +625,12 @@ impl Deliverer {
                 ))
             })?;
         if kind == NotificationKind::RenewalReminder
-            && let Some(reason) = stale_reminder(&row.payload, &ctx, self.clock.now())
+            && let Some(reason) = stale_reminder(&details, &ctx, self.clock.now())
         {
             return Ok(Prepared::Stale(reason));
         }
         let (_, message) = self
-            .compose(kind, &ctx, row.payload.clone(), &row.recipients, &row.key)
+            .compose(kind, &ctx, details, &row.recipients, &row.key)
             .map_err(permanent)?;
         Ok(Prepared::Send(Box::new(message)))
     }

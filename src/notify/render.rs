@@ -114,6 +114,12 @@ impl Renderer {
                 };
                 if inline {
                     source = inline_plain_partials(&source, partials);
+                    let escape: fn(&str) -> String = if is_html {
+                        escape_html
+                    } else {
+                        handlebars::no_escape
+                    };
+                    source = inline_layout_block(&source, partials, escape);
                 }
                 registry
                     .register_template_string(&template_name(kind, part), source)
@@ -188,6 +194,86 @@ fn inline_plain_partials(source: &str, partials: &HashMap<String, String>) -> St
         }
     }
     out
+}
+
+/// `source` written into its layout, where it is one block partial call that wraps it all:
+/// `{{#> name k="v" ...}}` on the first line and `{{/name}}` on the last (blank lines around
+/// them aside), the hash's values plain string literals, and the partial `name` itself plain
+/// apart from one `{{> @partial-block}}` line and uses of the hash as `{{k}}` or `{{{k}}}`
+/// (which get the value, escaped as handlebars would). The block's own lines, which may not
+/// name the hash's keys, take the place of `{{> @partial-block}}`. Handlebars renders such a
+/// call as exactly that text, but copies the template context with the hash merged in for
+/// it, per mail (about half of an HTML body's rendering); written in, nothing is copied.
+/// Anything else is left to handlebars.
+fn inline_layout_block(
+    source: &str,
+    partials: &HashMap<String, String>,
+    escape: fn(&str) -> String,
+) -> String {
+    try_inline_layout_block(source, partials, escape).unwrap_or_else(|| source.to_owned())
+}
+
+fn try_inline_layout_block(
+    source: &str,
+    partials: &HashMap<String, String>,
+    escape: fn(&str) -> String,
+) -> Option<String> {
+    let body = source.strip_suffix('\n').unwrap_or(source);
+    let (open, rest) = body.split_once('\n')?;
+    let (inner, close) = rest.rsplit_once('\n')?;
+    let call = open.strip_prefix("{{#>")?.strip_suffix("}}")?.trim();
+    let (name, hash) = call.split_once(' ').unwrap_or((call, ""));
+    if close != format!("{{{{/{name}}}}}") {
+        return None;
+    }
+    let layout = partials.get(name)?;
+    // The hash: `key="value"` pairs, nothing that needs handlebars to read.
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut values: Vec<(&str, &str)> = Vec::new();
+    let mut hash = hash.trim();
+    while !hash.is_empty() {
+        let (key, after) = hash.split_once("=\"")?;
+        let (value, after) = after.split_once('"')?;
+        if !word(key) || value.contains(['\\', '{', '}', '\n']) {
+            return None;
+        }
+        values.push((key, value));
+        hash = after.trim_start();
+    }
+    // Whether any tag of `text` mentions a key of the hash (or might: a key within a longer
+    // name counts too).
+    let names_a_key = |text: &str| {
+        text.split("{{")
+            .skip(1)
+            .any(|tag| values.iter().any(|(k, _)| tag.contains(k)))
+    };
+    let inner = format!("{inner}\n");
+    if inner.contains("{{#>") || names_a_key(&inner) {
+        return None;
+    }
+    if !layout.ends_with('\n') || layout.contains("{{#>") || layout.matches("{{>").count() != 1 {
+        return None;
+    }
+    let mut out = String::with_capacity(layout.len() + inner.len());
+    let mut blocks = 0;
+    for line in layout.split_inclusive('\n') {
+        if line.trim_end_matches(['\n', '\r']) == "{{> @partial-block}}" {
+            out.push_str(&inner);
+            blocks += 1;
+            continue;
+        }
+        let mut line = line.to_owned();
+        for (key, value) in &values {
+            line = line
+                .replace(&format!("{{{{{{{key}}}}}}}"), value)
+                .replace(&format!("{{{{{key}}}}}"), &escape(value));
+        }
+        if names_a_key(&line) {
+            return None;
+        }
+        out.push_str(&line);
+    }
+    (blocks == 1).then_some(out)
 }
 
 /// Escapes what is markup in element content and quoted attributes, and nothing else:
@@ -307,6 +393,66 @@ mod tests {
                 .map(|t| t.elements.len()),
             "the text body's partials are written in"
         );
+
+        // Every shipped template is left with no partial to expand per mail.
+        for kind in NotificationKind::ALL {
+            for (part, is_html) in PARTS {
+                let registry = if is_html {
+                    &inlined.html
+                } else {
+                    &inlined.text
+                };
+                let template = registry
+                    .get_template(&template_name(kind, part))
+                    .expect("registered");
+                assert!(
+                    !template.elements.iter().any(|e| matches!(
+                        e,
+                        handlebars::template::TemplateElement::PartialExpression(_)
+                            | handlebars::template::TemplateElement::PartialBlock(_)
+                    )),
+                    "{kind:?} {part} still calls a partial"
+                );
+            }
+        }
+
+        let layouts = HashMap::from([
+            (
+                "layout".to_owned(),
+                "<h1>{{title}}</h1>\n{{> @partial-block}}\n<i>{{{title}}}</i> {{x}}\n".to_owned(),
+            ),
+            (
+                "uses".to_owned(),
+                "{{#if title}}t{{/if}}\n{{> @partial-block}}\n".to_owned(),
+            ),
+            (
+                "nested".to_owned(),
+                "{{> plain}}\n{{> @partial-block}}\n".to_owned(),
+            ),
+        ]);
+        let escape: fn(&str) -> String = escape_html;
+        assert_eq!(
+            inline_layout_block(
+                "{{#> layout title=\"A & B\"}}\n<p>{{y}}</p>\n{{/layout}}\n",
+                &layouts,
+                escape
+            ),
+            "<h1>A &amp; B</h1>\n<p>{{y}}</p>\n<i>A & B</i> {{x}}\n"
+        );
+        for left in [
+            // the block names a key of the hash; a key used other than as `{{key}}`
+            "{{#> layout title=\"A\"}}\n{{title}}\n{{/layout}}\n",
+            "{{#> uses title=\"A\"}}\nb\n{{/uses}}\n",
+            // the layout calls a partial; a value handlebars must read; text around the call
+            "{{#> nested}}\nb\n{{/nested}}\n",
+            "{{#> layout title=x}}\nb\n{{/layout}}\n",
+            "{{#> layout title=\"{{x}}\"}}\nb\n{{/layout}}\n",
+            "\n{{#> layout title=\"A\"}}\nb\n{{/layout}}\n",
+            "{{#> layout title=\"A\"}}\nb\n{{/layout}}\nafter\n",
+            "{{#> none}}\nb\n{{/none}}\n",
+        ] {
+            assert_eq!(inline_layout_block(left, &layouts, escape), left);
+        }
 
         let partials = HashMap::from([
             ("plain".to_owned(), "P {{x}}\n".to_owned()),
