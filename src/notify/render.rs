@@ -197,11 +197,12 @@ fn inline_plain_partials(source: &str, partials: &HashMap<String, String>) -> St
 }
 
 /// `source` written into its layout, where it is one block partial call that wraps it all:
-/// `{{#> name k="v" ...}}` on the first line and `{{/name}}` on the last (blank lines around
-/// them aside), the hash's values plain string literals, and the partial `name` itself plain
-/// apart from one `{{> @partial-block}}` line and uses of the hash as `{{k}}` or `{{{k}}}`
-/// (which get the value, escaped as handlebars would). The block's own lines, which may not
-/// name the hash's keys, take the place of `{{> @partial-block}}`. Handlebars renders such a
+/// `{{#> name k="v" ...}}` as the first line and `{{/name}}` as the last, the hash's values
+/// plain string literals, and the partial `name` itself plain apart from one
+/// `{{> @partial-block}}` line and uses of the hash as `{{k}}` or `{{{k}}}` (which get the
+/// value, escaped as handlebars would). The block's own lines, which may neither name the
+/// hash's keys nor call partials (whose text would see the hash), take the place of
+/// `{{> @partial-block}}`. Handlebars renders such a
 /// call as exactly that text, but copies the template context with the hash merged in for
 /// it, per mail (about half of an HTML body's rendering); written in, nothing is copied.
 /// Anything else is left to handlebars.
@@ -247,11 +248,14 @@ fn try_inline_layout_block(
             .skip(1)
             .any(|tag| values.iter().any(|(k, _)| tag.contains(k)))
     };
+    // Whether any tag of `text` calls a partial or a partial block (`{{>`, `{{~#>`, ...).
+    let calls_partial = |text: &str| {
+        text.split("{{")
+            .skip(1)
+            .any(|tag| tag.trim_start_matches(['~', '#']).starts_with('>'))
+    };
     let inner = format!("{inner}\n");
-    if inner.contains("{{#>") || names_a_key(&inner) {
-        return None;
-    }
-    if !layout.ends_with('\n') || layout.contains("{{#>") || layout.matches("{{>").count() != 1 {
+    if calls_partial(&inner) || names_a_key(&inner) || !layout.ends_with('\n') {
         return None;
     }
     let mut out = String::with_capacity(layout.len() + inner.len());
@@ -268,7 +272,7 @@ fn try_inline_layout_block(
                 .replace(&format!("{{{{{{{key}}}}}}}"), value)
                 .replace(&format!("{{{{{key}}}}}"), &escape(value));
         }
-        if names_a_key(&line) {
+        if names_a_key(&line) || calls_partial(&line) {
             return None;
         }
         out.push_str(&line);
@@ -443,6 +447,9 @@ mod tests {
             // the block names a key of the hash; a key used other than as `{{key}}`
             "{{#> layout title=\"A\"}}\n{{title}}\n{{/layout}}\n",
             "{{#> uses title=\"A\"}}\nb\n{{/uses}}\n",
+            // the block calls a partial (whose text might name a key)
+            "{{#> layout title=\"A\"}}\n{{> plain}}\n{{/layout}}\n",
+            "{{#> layout}}\n{{~> plain}}\n{{/layout}}\n",
             // the layout calls a partial; a value handlebars must read; text around the call
             "{{#> nested}}\nb\n{{/nested}}\n",
             "{{#> layout title=x}}\nb\n{{/layout}}\n",
