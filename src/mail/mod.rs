@@ -194,12 +194,12 @@ impl Mailer {
                     .singlepart(
                         lettre::message::SinglePart::builder()
                             .header(header::ContentType::TEXT_PLAIN)
-                            .body(crlf(&mail.text)),
+                            .body(body(&mail.text)),
                     )
                     .singlepart(
                         lettre::message::SinglePart::builder()
                             .header(header::ContentType::TEXT_HTML)
-                            .body(crlf(&mail.html)),
+                            .body(body(&mail.html)),
                     ),
             )
             .map_err(|e| MailError::Build(e.to_string()))
@@ -262,6 +262,44 @@ fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
 
 /// The body with SMTP's line ends (CRLF), made in one pass: lettre makes them by inserting each
 /// `\r` in place, which moves the rest of the body once per line.
+/// A part's body with CRLF line ends, sent as it is (`7bit`) when RFC 2045 allows: ASCII
+/// alone, no NUL, CR only before LF, no line longer than 998 octets. Otherwise lettre picks
+/// quoted-printable or base64. lettre's own choice sends `7bit` only for lines under 76
+/// octets, so it encoded every shipped template (their paragraphs are one line each): the
+/// encoding was about a third of composing a mail, and the encoded body is larger.
+fn body(s: &str) -> lettre::message::Body {
+    let s = crlf(s);
+    if is_seven_bit(&s) {
+        lettre::message::Body::dangerous_pre_encoded(
+            s.into_bytes(),
+            header::ContentTransferEncoding::SevenBit,
+        )
+    } else {
+        lettre::message::Body::new(s)
+    }
+}
+
+/// Whether CRLF-ended text is `7bit` data in RFC 2045's terms (section 2.7).
+fn is_seven_bit(s: &str) -> bool {
+    const MAX_LINE: usize = 998;
+    let b = s.as_bytes();
+    let mut line_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            0 | 0x80.. => return false,
+            b'\r' if b.get(i + 1) != Some(&b'\n') => return false,
+            b'\n' => {
+                if i == 0 || b[i - 1] != b'\r' || i - 1 - line_start > MAX_LINE {
+                    return false;
+                }
+                line_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    b.len() - line_start <= MAX_LINE
+}
+
 fn crlf(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 16);
     for (i, line) in s.split('\n').enumerate() {
@@ -293,5 +331,23 @@ mod tests {
         assert_eq!(crlf("a\nb\r\nc\n\nd"), "a\r\nb\r\nc\r\n\r\nd");
         assert_eq!(crlf("\n"), "\r\n");
         assert_eq!(crlf("no end"), "no end");
+    }
+
+    #[test]
+    fn bodies_go_as_seven_bit_only_where_rfc_2045_allows() {
+        let long = "x".repeat(998);
+        assert!(is_seven_bit(""));
+        assert!(is_seven_bit(&format!("{long}\r\n{long}")));
+        assert!(!is_seven_bit(&format!("{long}x\r\nshort")));
+        assert!(!is_seven_bit(&format!("short\r\n{long}x")));
+        assert!(!is_seven_bit("caf\u{e9}"));
+        assert!(!is_seven_bit("a\0b"));
+        assert!(!is_seven_bit("a\rb"));
+        assert!(!is_seven_bit("a\nb"));
+        assert!(!is_seven_bit("a\r"));
+        use header::ContentTransferEncoding as Cte;
+        assert_eq!(body(&"long line ".repeat(20)).encoding(), Cte::SevenBit);
+        assert_eq!(body("M\u{fc}ller").encoding(), Cte::QuotedPrintable);
+        assert_eq!(body(&format!("{long}x")).encoding(), Cte::QuotedPrintable);
     }
 }
