@@ -612,15 +612,18 @@ pub async fn add_synthetic_subscriptions(app: &TestApp, n: u64) {
 
 /// Records the `ready` event of synthetic subscription `i`: one mail owed.
 pub async fn owe_ready(store: &Store, settings: &Settings, i: u64) {
+    owe_ready_at(store, settings, i, chrono::Utc::now()).await;
+}
+
+/// [`owe_ready`] as recorded at `at`, the instant the mail is owed from.
+pub async fn owe_ready_at(
+    store: &Store,
+    settings: &Settings,
+    i: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) {
     let id = SubscriptionId::parse(&format!("BENCH-{i:08}")).unwrap();
-    app::record_event(
-        store,
-        settings,
-        chrono::Utc::now(),
-        &id,
-        ProvisioningEvent::Ready,
-        None,
-    )
-    .await
-    .unwrap();
+    app::record_event(store, settings, at, &id, ProvisioningEvent::Ready, None)
+        .await
+        .unwrap();
 }
