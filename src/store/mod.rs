@@ -265,6 +265,14 @@ static CLAIM_DUE_SQLITE: LazyLock<String> = LazyLock::new(|| {
         rows::OUTBOX_COLUMNS
     )
 });
+/// The record of a batch of mail sent, on PostgreSQL (see `mark_sent_sql`); binds: the ids,
+/// the attempts and the instants sent (ms), one array each, in step.
+const MARK_SENT_POSTGRES: &str = "UPDATE outbox SET state = 'sent', last_error = NULL,
+       sent_at = u.sent_at
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u (id, attempts, sent_at)
+     WHERE outbox.id = u.id AND outbox.attempts = u.attempts
+       AND (outbox.state = 'sending') IS TRUE
+     RETURNING outbox.id";
 /// [`Store::claim_due`] on PostgreSQL: the claim and the subscriptions of the mails claimed,
 /// in one statement. The due rows are locked as they are read, skipping rows other daemons
 /// hold; the claim then probes their ids (`= ANY(ARRAY(...))` and `IS TRUE` keep the planner
@@ -1585,18 +1593,11 @@ impl Store {
                 .bind(i64::from(f.attempt))
             }};
         }
-        // The statement marking the mails of `$sent` sent, bound (see `mark_sent_sql`).
+        // The statement marking the mails of `$sent` sent, bound (see [`MarkSent`]).
         macro_rules! mark_sent {
-            ($stmt:ident, $sql:expr, $sent:expr) => {{
-                let mut q = sqlx::query_scalar::<_, i64>($stmt($sql));
-                for f in $sent {
-                    q = q.bind(f.outbox_id).bind(millis(f.finished_at));
-                }
-                for f in $sent {
-                    q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
-                }
-                q
-            }};
+            ($p:ident, $sent:expr) => {
+                MarkSent::query($p, $sent)
+            };
         }
         // The statement inserting the attempt rows of `$fs` (not empty), bound.
         macro_rules! records {
@@ -1635,13 +1636,8 @@ impl Store {
         if fs.iter().all(is_sent) {
             // All sent: one statement, its own transaction. The rare send whose claim was
             // lost gets its attempt row afterwards; that row only informs.
-            let sql = mark_sent_sql(fs.len());
             let kept_ids: std::collections::HashSet<i64> = db!(self, |p, stmt| {
-                mark_sent!(stmt, &sql, fs)
-                    .fetch_all(p)
-                    .await?
-                    .into_iter()
-                    .collect()
+                mark_sent!(p, fs).fetch_all(p).await?.into_iter().collect()
             });
             let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
             let lost = unrecorded(&kept);
@@ -1669,16 +1665,11 @@ impl Store {
         // end, then the attempt rows (of the other ends and of sends whose claim was lost) in
         // one more; each statement is a round trip (on SQLite a hop to its thread).
         let sent: Vec<&FinishedAttempt> = fs.iter().filter(|f| is_sent(f)).collect();
-        let mark_sent = mark_sent_sql(sent.len());
         let kept = db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
             let mut sent_kept = std::collections::HashSet::new();
             if !sent.is_empty() {
-                sent_kept.extend(
-                    mark_sent!(stmt, &mark_sent, &sent)
-                        .fetch_all(&mut *tx)
-                        .await?,
-                );
+                sent_kept.extend(mark_sent!(p, &sent).fetch_all(&mut *tx).await?);
             }
             let mut kept = Vec::with_capacity(fs.len());
             for f in fs {
@@ -1844,6 +1835,11 @@ async fn sqlite_plan(p: &SqlitePool, sql: &str, binds: &[i64]) -> Result<Vec<Str
 /// The rows are found by their ids: the state test is written so that no index on the state
 /// serves it, which leaves the planner no plan that reads every row of a state instead (as
 /// PostgreSQL chooses for `state = 'pending'` while its statistics lag a burst of owed mail).
+///
+/// On PostgreSQL the batch comes as three arrays instead (`MARK_SENT_POSTGRES`): one
+/// prepared statement for every size of batch. With four parameters per mail, as below,
+/// PostgreSQL spent 0.5-0.6 ms planning each batch of 32 until it settled on a generic plan,
+/// and 0.25 ms binding that plan after; with the arrays, 0.02 ms (its `EXPLAIN ANALYZE`).
 fn mark_sent_sql(n: usize) -> String {
     format!(
         "UPDATE outbox SET state = 'sent', last_error = NULL,
@@ -1853,6 +1849,52 @@ fn mark_sent_sql(n: usize) -> String {
         "WHEN ? THEN ? ".repeat(n),
         vec!["(?, ?)"; n].join(", ")
     )
+}
+
+/// The bound statement marking a batch of mails sent, for each backend's pool; its rows are
+/// the ids marked.
+trait MarkSent {
+    type Db: sqlx::Database;
+    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+        &self,
+        sent: &[F],
+    ) -> sqlx::query::QueryScalar<'q, Self::Db, i64, <Self::Db as sqlx::Database>::Arguments>;
+}
+
+impl MarkSent for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+        &self,
+        sent: &[F],
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments> {
+        let mut q = sqlx::query_scalar(trusted(mark_sent_sql(sent.len())));
+        for f in sent.iter().map(std::borrow::Borrow::borrow) {
+            q = q.bind(f.outbox_id).bind(millis(f.finished_at));
+        }
+        for f in sent.iter().map(std::borrow::Borrow::borrow) {
+            q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
+        }
+        q
+    }
+}
+
+impl MarkSent for PgPool {
+    type Db = sqlx::Postgres;
+    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+        &self,
+        sent: &[F],
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
+        let (mut ids, mut attempts, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for f in sent.iter().map(std::borrow::Borrow::borrow) {
+            ids.push(f.outbox_id);
+            attempts.push(i64::from(f.attempt));
+            at.push(millis(f.finished_at));
+        }
+        sqlx::query_scalar(sqlx::AssertSqlSafe(MARK_SENT_POSTGRES))
+            .bind(ids)
+            .bind(attempts)
+            .bind(at)
+    }
 }
 
 fn placeholders(n: usize) -> String {
