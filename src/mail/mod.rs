@@ -260,13 +260,11 @@ fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
-/// The body with SMTP's line ends (CRLF), made in one pass: lettre makes them by inserting each
-/// `\r` in place, which moves the rest of the body once per line.
 /// A part's body with CRLF line ends, sent as it is (`7bit`) when RFC 2045 allows: ASCII
 /// alone, no NUL, CR only before LF, no line longer than 998 octets. Otherwise lettre picks
 /// quoted-printable or base64. lettre's own choice sends `7bit` only for lines under 76
 /// octets, so it encoded every shipped template (their paragraphs are one line each): the
-/// encoding was about a third of composing a mail, and the encoded body is larger.
+/// encoding was about a quarter of composing a mail, and the encoded body is larger.
 fn body(s: &str) -> lettre::message::Body {
     let s = crlf(s);
     if is_seven_bit(&s) {
@@ -300,6 +298,8 @@ fn is_seven_bit(s: &str) -> bool {
     b.len() - line_start <= MAX_LINE
 }
 
+/// The body with SMTP's line ends (CRLF), made in one pass: lettre makes them by inserting each
+/// `\r` in place, which moves the rest of the body once per line.
 fn crlf(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 16);
     for (i, line) in s.split('\n').enumerate() {

@@ -1851,8 +1851,9 @@ fn mark_sent_sql(n: usize) -> String {
     )
 }
 
-/// The bound statement marking a batch of mails sent, for each backend's pool; its rows are
-/// the ids marked.
+/// The bound statement marking a batch of mails sent, for each backend (the pool only names
+/// it: the statement runs wherever the caller runs it, a transaction's connection included);
+/// its rows are the ids marked.
 trait MarkSent {
     type Db: sqlx::Database;
     fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
