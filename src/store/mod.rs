@@ -1593,12 +1593,6 @@ impl Store {
                 .bind(i64::from(f.attempt))
             }};
         }
-        // The statement marking the mails of `$sent` sent, bound (see [`MarkSent`]).
-        macro_rules! mark_sent {
-            ($p:ident, $sent:expr) => {
-                MarkSent::query($p, $sent)
-            };
-        }
         // The statement inserting the attempt rows of `$fs` (not empty), bound.
         macro_rules! records {
             ($stmt:ident, $fs:expr) => {{
@@ -1637,7 +1631,7 @@ impl Store {
             // All sent: one statement, its own transaction. The rare send whose claim was
             // lost gets its attempt row afterwards; that row only informs.
             let kept_ids: std::collections::HashSet<i64> = db!(self, |p, stmt| {
-                mark_sent!(p, fs).fetch_all(p).await?.into_iter().collect()
+                p.mark_sent(fs).fetch_all(p).await?.into_iter().collect()
             });
             let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
             let lost = unrecorded(&kept);
@@ -1669,7 +1663,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let mut sent_kept = std::collections::HashSet::new();
             if !sent.is_empty() {
-                sent_kept.extend(mark_sent!(p, &sent).fetch_all(&mut *tx).await?);
+                sent_kept.extend(p.mark_sent(&sent).fetch_all(&mut *tx).await?);
             }
             let mut kept = Vec::with_capacity(fs.len());
             for f in fs {
@@ -1856,18 +1850,18 @@ fn mark_sent_sql(n: usize) -> String {
 /// its rows are the ids marked.
 trait MarkSent {
     type Db: sqlx::Database;
-    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+    fn mark_sent<F: std::borrow::Borrow<FinishedAttempt>>(
         &self,
         sent: &[F],
-    ) -> sqlx::query::QueryScalar<'q, Self::Db, i64, <Self::Db as sqlx::Database>::Arguments>;
+    ) -> sqlx::query::QueryScalar<'static, Self::Db, i64, <Self::Db as sqlx::Database>::Arguments>;
 }
 
 impl MarkSent for SqlitePool {
     type Db = sqlx::Sqlite;
-    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+    fn mark_sent<F: std::borrow::Borrow<FinishedAttempt>>(
         &self,
         sent: &[F],
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments> {
+    ) -> sqlx::query::QueryScalar<'static, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments> {
         let mut q = sqlx::query_scalar(trusted(mark_sent_sql(sent.len())));
         for f in sent.iter().map(std::borrow::Borrow::borrow) {
             q = q.bind(f.outbox_id).bind(millis(f.finished_at));
@@ -1881,10 +1875,10 @@ impl MarkSent for SqlitePool {
 
 impl MarkSent for PgPool {
     type Db = sqlx::Postgres;
-    fn query<'q, F: std::borrow::Borrow<FinishedAttempt>>(
+    fn mark_sent<F: std::borrow::Borrow<FinishedAttempt>>(
         &self,
         sent: &[F],
-    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
+    ) -> sqlx::query::QueryScalar<'static, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
         let (mut ids, mut attempts, mut at) = (Vec::new(), Vec::new(), Vec::new());
         for f in sent.iter().map(std::borrow::Borrow::borrow) {
             ids.push(f.outbox_id);
