@@ -266,11 +266,14 @@ static CLAIM_DUE_SQLITE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 /// The record of a batch of mail sent, on PostgreSQL (see `mark_sent_sql`); binds: the ids,
-/// the attempts and the instants sent (ms), one array each, in step.
+/// the attempts and the instants sent (ms), one array each, in step. `outbox.id = ANY($1)`
+/// gives the planner the primary key to probe: joined by id alone, a table of up to tens of
+/// thousands of rows looked cheaper to read whole and hash (10,000 rows read per batch,
+/// 2.5-3.2 ms instead of 0.6-1.0 ms, until a generic plan took over).
 const MARK_SENT_POSTGRES: &str = "UPDATE outbox SET state = 'sent', last_error = NULL,
        sent_at = u.sent_at
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u (id, attempts, sent_at)
-     WHERE outbox.id = u.id AND outbox.attempts = u.attempts
+     WHERE outbox.id = ANY($1) AND outbox.id = u.id AND outbox.attempts = u.attempts
        AND (outbox.state = 'sending') IS TRUE
      RETURNING outbox.id";
 /// [`Store::claim_due`] on PostgreSQL: the claim and the subscriptions of the mails claimed,
@@ -817,6 +820,37 @@ impl Store {
                         .fetch_all(&mut *tx)
                         .await?;
                 tx.rollback().await?;
+                Ok(plan.join("; "))
+            }
+        }
+    }
+
+    /// How the database would run the record of `n` mails sent (see [`MarkSent`]; steps
+    /// joined by "; "; nothing is written). The rows must be found through the primary key,
+    /// whatever the planner's statistics say.
+    pub async fn explain_mark_sent(&self, n: u32) -> Result<String, StoreError> {
+        let ids: Vec<i64> = (1..=i64::from(n)).collect();
+        match &self.db {
+            Db::Sqlite(p) => {
+                let mut binds = Vec::new();
+                for id in &ids {
+                    binds.extend([*id, 0]);
+                }
+                for id in &ids {
+                    binds.extend([*id, 1]);
+                }
+                Ok(sqlite_plan(p, &mark_sent_sql(ids.len()), &binds)
+                    .await?
+                    .join("; "))
+            }
+            Db::Postgres(p) => {
+                let plan: Vec<String> =
+                    sqlx::query_scalar(trusted(format!("EXPLAIN {MARK_SENT_POSTGRES}")))
+                        .bind(&ids)
+                        .bind(vec![1i64; ids.len()])
+                        .bind(vec![0i64; ids.len()])
+                        .fetch_all(p)
+                        .await?;
                 Ok(plan.join("; "))
             }
         }
