@@ -829,26 +829,23 @@ impl Store {
     /// joined by "; "; nothing is written). The rows must be found through the primary key,
     /// whatever the planner's statistics say.
     pub async fn explain_mark_sent(&self, n: u32) -> Result<String, StoreError> {
-        let ids: Vec<i64> = (1..=i64::from(n)).collect();
+        // Mails 1..=n, each on its first attempt, sent at instant 0.
+        let sent: Vec<SentMail> = (1..=i64::from(n)).map(|id| (id, 1, 0)).collect();
         match &self.db {
-            Db::Sqlite(p) => {
-                let mut binds = Vec::new();
-                for id in &ids {
-                    binds.extend([*id, 0]);
-                }
-                for id in &ids {
-                    binds.extend([*id, 1]);
-                }
-                Ok(sqlite_plan(p, &mark_sent_sql(ids.len()), &binds)
-                    .await?
-                    .join("; "))
-            }
+            Db::Sqlite(p) => Ok(sqlite_plan(
+                p,
+                &mark_sent_sql(sent.len()),
+                &mark_sent_binds_sqlite(&sent),
+            )
+            .await?
+            .join("; ")),
             Db::Postgres(p) => {
+                let (ids, attempts, at) = mark_sent_arrays(&sent);
                 let plan: Vec<String> =
                     sqlx::query_scalar(trusted(format!("EXPLAIN {MARK_SENT_POSTGRES}")))
-                        .bind(&ids)
-                        .bind(vec![1i64; ids.len()])
-                        .bind(vec![0i64; ids.len()])
+                        .bind(ids)
+                        .bind(attempts)
+                        .bind(at)
                         .fetch_all(p)
                         .await?;
                 Ok(plan.join("; "))
@@ -1879,6 +1876,40 @@ fn mark_sent_sql(n: usize) -> String {
     )
 }
 
+/// A mail to mark sent: its outbox id, its attempt and the instant it was sent (ms).
+type SentMail = (i64, i64, i64);
+
+fn sent_mails<F: std::borrow::Borrow<FinishedAttempt>>(sent: &[F]) -> Vec<SentMail> {
+    sent.iter()
+        .map(std::borrow::Borrow::borrow)
+        .map(|f| (f.outbox_id, i64::from(f.attempt), millis(f.finished_at)))
+        .collect()
+}
+
+/// `mark_sent_sql`'s binds, in its order: each mail's id and instant, then each one's id and
+/// attempt.
+fn mark_sent_binds_sqlite(sent: &[SentMail]) -> Vec<i64> {
+    let mut binds = Vec::with_capacity(sent.len() * 4);
+    binds.extend(sent.iter().flat_map(|&(id, _, at)| [id, at]));
+    binds.extend(sent.iter().flat_map(|&(id, attempt, _)| [id, attempt]));
+    binds
+}
+
+/// `MARK_SENT_POSTGRES`'s binds: the ids, the attempts and the instants, one array each.
+fn mark_sent_arrays(sent: &[SentMail]) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+    let mut arrays = (
+        Vec::with_capacity(sent.len()),
+        Vec::with_capacity(sent.len()),
+        Vec::with_capacity(sent.len()),
+    );
+    for &(id, attempt, at) in sent {
+        arrays.0.push(id);
+        arrays.1.push(attempt);
+        arrays.2.push(at);
+    }
+    arrays
+}
+
 /// The bound statement marking a batch of mails sent, for each backend (the pool only names
 /// it: the statement runs wherever the caller runs it, a transaction's connection included);
 /// its rows are the ids marked.
@@ -1897,11 +1928,8 @@ impl MarkSent for SqlitePool {
         sent: &[F],
     ) -> sqlx::query::QueryScalar<'static, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments> {
         let mut q = sqlx::query_scalar(trusted(mark_sent_sql(sent.len())));
-        for f in sent.iter().map(std::borrow::Borrow::borrow) {
-            q = q.bind(f.outbox_id).bind(millis(f.finished_at));
-        }
-        for f in sent.iter().map(std::borrow::Borrow::borrow) {
-            q = q.bind(f.outbox_id).bind(i64::from(f.attempt));
+        for b in mark_sent_binds_sqlite(&sent_mails(sent)) {
+            q = q.bind(b);
         }
         q
     }
@@ -1913,12 +1941,7 @@ impl MarkSent for PgPool {
         &self,
         sent: &[F],
     ) -> sqlx::query::QueryScalar<'static, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
-        let (mut ids, mut attempts, mut at) = (Vec::new(), Vec::new(), Vec::new());
-        for f in sent.iter().map(std::borrow::Borrow::borrow) {
-            ids.push(f.outbox_id);
-            attempts.push(i64::from(f.attempt));
-            at.push(millis(f.finished_at));
-        }
+        let (ids, attempts, at) = mark_sent_arrays(&sent_mails(sent));
         sqlx::query_scalar(sqlx::AssertSqlSafe(MARK_SENT_POSTGRES))
             .bind(ids)
             .bind(attempts)
