@@ -20,7 +20,8 @@
 //! `RW_BENCH_SECTIONS=2,3` (any of 1-4; 3 runs beside 2, and 2 without 3 leaves the no-op
 //! runs out), `RW_BENCH_BACKENDS=postgresql` and `RW_BENCH_LEVELS=16` narrow a run while
 //! working on one figure, `RW_BENCH_BATCH=8` sets `worker.send_batch` (32, the default,
-//! when unset), and `RW_BENCH_ROUNDS=1` runs each end-to-end measurement (with its raw sends)
+//! when unset), `RW_BENCH_THREADS=2` sets `worker.threads` (the runtime's threads, which the
+//! sink shares; the daemon's default when unset), and `RW_BENCH_ROUNDS=1` runs each end-to-end measurement (with its raw sends)
 //! once instead of three times; the README's figures come from a whole run with the defaults.
 //!
 //! Sections 1 and 2 also print this process's CPU time per mail (the sink's included, a
@@ -479,8 +480,20 @@ async fn memory(backend: Backend, sink: &Sink) {
     db.drop_database().await;
 }
 
-#[tokio::main]
-async fn main() {
+/// The daemon's allocator (see `src/main.rs`), so that every figure is the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// On the runtime the daemon runs on (`worker.threads`; `RW_BENCH_THREADS` sets it), which
+/// the sink shares: so do the raw sends every figure is a share of.
+fn main() {
+    let settings = settings("sqlite::memory:", 25, 1);
+    renewal_worker::runtime(&settings)
+        .expect("runtime")
+        .block_on(bench_main());
+}
+
+async fn bench_main() {
     let sections = std::env::var("RW_BENCH_SECTIONS").unwrap_or_else(|_| "1,2,3,4".into());
     let section = |n: &str| sections.split(',').any(|s| s.trim() == n);
     let levels = std::env::var("RW_BENCH_LEVELS").unwrap_or_else(|_| "1,4,16".into());

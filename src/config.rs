@@ -159,6 +159,8 @@ pub struct RetrySettings {
 pub struct WorkerSettings {
     pub name: Option<String>,
     pub concurrency: usize,
+    /// Runtime threads for the daemon's asynchronous work.
+    pub threads: usize,
     /// Owed mails one send lane takes, sends and records together.
     pub send_batch: u32,
     #[serde(with = "humantime_serde")]
@@ -335,6 +337,9 @@ impl Settings {
         }
         if w.concurrency == 0 {
             return Err(invalid("worker.concurrency", 0, "must be at least 1"));
+        }
+        if !(1..=256).contains(&w.threads) {
+            return Err(invalid("worker.threads", w.threads, "must be 1 to 256"));
         }
         if !(1..=1000).contains(&w.send_batch) {
             return Err(invalid(
@@ -525,6 +530,22 @@ mod tests {
         let s = Settings::from_toml_overlay("").unwrap();
         assert_eq!(s.mail.transport, TransportKind::File);
         assert!(s.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn worker_threads_are_one_to_256() {
+        assert_eq!(Settings::from_toml_overlay("").unwrap().worker.threads, 1);
+        for bad in [0, 257] {
+            let err = Settings::from_toml_overlay(&format!("[worker]\nthreads = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`worker.threads` = ") && err.contains(&format!("\"{bad}\"")),
+                "{err}"
+            );
+        }
+        let s = Settings::from_toml_overlay("[worker]\nthreads = 256\n").unwrap();
+        assert_eq!(s.worker.threads, 256);
     }
 
     #[test]

@@ -23,3 +23,30 @@ pub mod telemetry;
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The runtime the daemon and its commands run on: `worker.threads` threads. Multi-threaded
+/// even with one, so that a wait inside a synchronous callback (`block_in_place`) can hand the
+/// thread's other tasks to another.
+pub fn runtime(settings: &config::Settings) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.worker.threads)
+        .thread_name("renewal-worker")
+        .enable_all()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config;
+
+    #[test]
+    fn the_runtime_has_the_threads_configured() {
+        for n in [1, 3] {
+            let s =
+                config::Settings::from_toml_overlay(&format!("[worker]\nthreads = {n}\n")).unwrap();
+            let rt = super::runtime(&s).unwrap();
+            assert_eq!(rt.metrics().num_workers(), n);
+            assert_eq!(rt.block_on(async { 7 }), 7);
+        }
+    }
+}

@@ -138,12 +138,15 @@ pub fn settings(db_url: &str, smtp_port: u16, concurrency: usize) -> Settings {
          [templates]\ndir = {:?}\n\
          [mail]\ntransport = \"smtp\"\n\
          [mail.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\npool_max_size = 16\ntimeout = \"10s\"\n\
-         [worker]\nconcurrency = {concurrency}\nsend_batch = {}\npoll_interval = \"50ms\"\nheartbeat_interval = \"5s\"\n\
+         [worker]\nconcurrency = {concurrency}\nsend_batch = {}\n{}poll_interval = \"50ms\"\nheartbeat_interval = \"5s\"\n\
          redrive_interval = \"60s\"\n\
          [poll]\nschedule = \"0 0 0 1 1 * 2099\"\n\
          [log]\nlevel = \"warn\"\n",
         templates_dir(),
         std::env::var("RW_BENCH_BATCH").unwrap_or_else(|_| "32".into()),
+        std::env::var("RW_BENCH_THREADS")
+            .map(|n| format!("threads = {n}\n"))
+            .unwrap_or_default(),
     ))
     .expect("bench settings")
 }

@@ -266,8 +266,8 @@ fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
 /// octets, so it encoded every shipped template (their paragraphs are one line each): the
 /// encoding was about a quarter of composing a mail, and the encoded body is larger.
 fn body(s: &str) -> lettre::message::Body {
-    let s = crlf(s);
-    if is_seven_bit(&s) {
+    let (s, seven_bit) = crlf(s);
+    if seven_bit {
         lettre::message::Body::dangerous_pre_encoded(
             s.into_bytes(),
             header::ContentTransferEncoding::SevenBit,
@@ -277,7 +277,9 @@ fn body(s: &str) -> lettre::message::Body {
     }
 }
 
-/// Whether CRLF-ended text is `7bit` data in RFC 2045's terms (section 2.7).
+/// Whether CRLF-ended text is `7bit` data in RFC 2045's terms (section 2.7), byte by byte:
+/// the rule as written, which the tests hold `crlf`'s answer to.
+#[cfg(test)]
 fn is_seven_bit(s: &str) -> bool {
     const MAX_LINE: usize = 998;
     let b = s.as_bytes();
@@ -298,17 +300,28 @@ fn is_seven_bit(s: &str) -> bool {
     b.len() - line_start <= MAX_LINE
 }
 
-/// The body with SMTP's line ends (CRLF), made in one pass: lettre makes them by inserting each
-/// `\r` in place, which moves the rest of the body once per line.
-fn crlf(s: &str) -> String {
+/// The body with SMTP's line ends (CRLF), made in one pass (lettre makes them by inserting
+/// each `\r` in place, which moves the rest of the body once per line), and whether the result
+/// is `7bit` data in RFC 2045's terms (section 2.7): ASCII, no NUL, no CR but before LF, no
+/// line over 998 octets. Both come from the same walk over the lines: this runs for every
+/// part of every mail.
+fn crlf(s: &str) -> (String, bool) {
+    const MAX_LINE: usize = 998;
     let mut out = String::with_capacity(s.len() + s.len() / 16);
+    let mut seven_bit = true;
     for (i, line) in s.split('\n').enumerate() {
         if i > 0 {
             out.push_str("\r\n");
         }
-        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        // No early exit, so that the loop vectorizes; a line's bytes are checked at once.
+        let bad = line
+            .bytes()
+            .fold(false, |bad, b| bad | (b == 0) | (b == b'\r') | (b >= 0x80));
+        seven_bit &= !bad && line.len() <= MAX_LINE;
+        out.push_str(line);
     }
-    out
+    (out, seven_bit)
 }
 
 /// Header values cannot span lines; a template that renders a newline into the subject must
@@ -328,9 +341,9 @@ mod tests {
 
     #[test]
     fn bodies_get_crlf_line_ends_once() {
-        assert_eq!(crlf("a\nb\r\nc\n\nd"), "a\r\nb\r\nc\r\n\r\nd");
-        assert_eq!(crlf("\n"), "\r\n");
-        assert_eq!(crlf("no end"), "no end");
+        assert_eq!(crlf("a\nb\r\nc\n\nd").0, "a\r\nb\r\nc\r\n\r\nd");
+        assert_eq!(crlf("\n").0, "\r\n");
+        assert_eq!(crlf("no end").0, "no end");
     }
 
     #[test]
@@ -349,5 +362,36 @@ mod tests {
         assert_eq!(body(&"long line ".repeat(20)).encoding(), Cte::SevenBit);
         assert_eq!(body("M\u{fc}ller").encoding(), Cte::QuotedPrintable);
         assert_eq!(body(&format!("{long}x")).encoding(), Cte::QuotedPrintable);
+        assert_eq!(body(&format!("{long}\n{long}")).encoding(), Cte::SevenBit);
+        for bad in ["caf\u{e9}", "ok\n\n\u{7f}\u{80}"] {
+            assert_ne!(body(bad).encoding(), Cte::SevenBit, "{bad:?}");
+        }
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// The one-pass answer is the rule's on the text it made, whatever the text: line
+        /// ends of either kind, lone CRs, NULs, non-ASCII, lines around 998 octets.
+        #[test]
+        fn crlf_says_seven_bit_exactly_when_the_rule_does(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\n".to_owned()),
+                    proptest::strategy::Just("\r\n".to_owned()),
+                    proptest::strategy::Just("\r".to_owned()),
+                    proptest::strategy::Just("\0".to_owned()),
+                    proptest::strategy::Just("\u{e9}".to_owned()),
+                    (990usize..1000).prop_map(|n| "y".repeat(n)),
+                    "[ -~]{0,20}",
+                ],
+                0..8,
+            )
+        ) {
+            let text = parts.concat();
+            let (out, seven_bit) = crlf(&text);
+            proptest::prop_assert_eq!(seven_bit, is_seven_bit(&out), "{:?}", text);
+            proptest::prop_assert!(!out.replace("\r\n", "").contains('\n'));
+        }
     }
 }

@@ -234,6 +234,13 @@ fn bad_configuration_names_the_key() {
         text(&out.stderr)
     );
 
+    // Checked before the runtime is built with them.
+    std::fs::write(dir.path().join("t.toml"), "[worker]\nthreads = 0\n").unwrap();
+    let out = run(dir.path(), &["--config", "t.toml", "migrate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("`worker.threads` = \"0\""), "{err}");
+
     let out = run(dir.path(), &["--config", "missing.toml", "migrate"]);
     assert!(
         text(&out.stderr).contains("missing.toml"),
