@@ -384,8 +384,9 @@ impl Deliverer {
         // free send slot behind a slow server, must not outlive the claim's lease or the job.
         let w = &self.settings.worker;
         let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
-        // Each mail is a task of its own: rendering and the SMTP conversation then spread over
-        // the runtime's threads, as the batch's mails would if each had its own job.
+        // Each mail is a task of its own: with `worker.threads` above one, rendering and the
+        // SMTP conversations then spread over the runtime's threads. (With two threads this was
+        // also faster at 1 at once than the batch's mails as futures of this one task.)
         let mut after = None;
         let ends = futures::future::join_all(claims.into_iter().map(|c| {
             let this = self.clone();
