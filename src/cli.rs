@@ -232,6 +232,8 @@ pub enum CliError {
     #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error(transparent)]
     Import(#[from] ImportError),
     #[error(transparent)]
     Worker(#[from] WorkerError),

@@ -1,6 +1,6 @@
-//! The daemon's worker: the send lanes, apalis for polls and disable requests (and the cron
-//! poll), and the periodic redrive that gives back claims whose daemon died. Shutdown: stop
-//! taking work, let batches and jobs in flight finish within the grace period, then return.
+//! The daemon's worker: the send lanes and the rescuer of the outbox, and apalis for polls and
+//! disable requests (and the cron poll). Shutdown: stop taking work, let batches and jobs in
+//! flight finish within the grace period, then return.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,8 +13,9 @@ use std::str::FromStr;
 
 use apalis_cron::{CronScheduler, Tick};
 
-use super::{DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow, lanes};
-use crate::app::Deliverer;
+use super::{DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow};
+use crate::outbox::{self, Deliverer};
+use crate::retry::Backoff;
 use crate::store::{Backend, JobQueue, QueueOptions};
 
 /// Registers a worker on `$monitor` for the store's backend: `$build` is compiled once per
@@ -115,8 +116,10 @@ struct RestartBackoff {
 }
 
 impl RestartBackoff {
-    const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+    const WAIT: Backoff = Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
     const CALM: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn next(&self, now: std::time::Instant) -> std::time::Duration {
@@ -126,9 +129,7 @@ impl RestartBackoff {
             _ => 0,
         };
         *state = Some((now, streak));
-        Self::FIRST
-            .saturating_mul(1u32 << streak.min(16))
-            .min(Self::MAX)
+        Self::WAIT.delay(streak + 1)
     }
 }
 
@@ -161,26 +162,8 @@ pub async fn run_worker(
         Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let redrive = {
-        let deliverer = deliverer.clone();
-        let every = w.redrive_interval;
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Err(e) = deliverer.redrive().await {
-                            warn!(error = %e, "checking claims failed; will retry");
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-            }
-        })
-    };
-    let send_lanes = lanes::spawn(&deliverer, &stop_rx);
+    let redrive = outbox::spawn_rescuer(&deliverer, stop_rx.clone());
+    let send_lanes = outbox::spawn_lanes(&deliverer, &stop_rx);
 
     let queue_options = QueueOptions {
         batch_size: 1,

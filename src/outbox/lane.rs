@@ -12,18 +12,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info_span, warn};
 
-use crate::app::Deliverer;
+use super::Deliverer;
 use crate::config::WorkerSettings;
+use crate::retry::Backoff;
 use crate::store::Backend;
 
 /// Lanes a daemon runs: enough batches in hand to keep `worker.concurrency` mails in flight,
-/// and with batches some more: a lane's mails hold no send slot while it claims its batch or
-/// records it, and the slots stay busy only if other lanes have mail waiting meanwhile. On
-/// SQLite two more (claims and records take turns at its one write lock, so further lanes only
-/// wait there; measured: none faster); on PostgreSQL, where a claim and a record are network
-/// round trips and the record waits for the log's flush, four more (measured: 0.48-0.50 of
-/// the raw send rate at 4 and 16 at once with two, 0.52-0.53 with four). With one mail a batch,
-/// one lane per send slot.
+/// plus a few, because a lane's mails hold no send slot while it claims or records its batch,
+/// and the slots stay busy only if other lanes have mail waiting meanwhile. SQLite takes two
+/// more (claims and records queue at its one write lock, so further lanes only wait there);
+/// PostgreSQL four (a claim and a record are round trips that wait for the log's flush). With
+/// one mail a batch, one lane per send slot. (Figures: docs/PERFORMANCE.md.)
 pub fn lane_count(w: &WorkerSettings, backend: Backend) -> usize {
     let batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);
     let more = match (batch, backend) {
@@ -35,7 +34,10 @@ pub fn lane_count(w: &WorkerSettings, backend: Backend) -> usize {
 }
 
 /// Starts the daemon's lanes; they stop once `stop` turns true, each after the batch in hand.
-pub fn spawn(deliverer: &Arc<Deliverer>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn_lanes(
+    deliverer: &Arc<Deliverer>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     (0..lane_count(&deliverer.settings.worker, deliverer.store.backend()))
         .map(|n| {
             let (deliverer, stop) = (deliverer.clone(), stop.clone());
@@ -44,13 +46,9 @@ pub fn spawn(deliverer: &Arc<Deliverer>, stop: &watch::Receiver<bool>) -> Vec<Jo
         .collect()
 }
 
-/// A pause after a store error: doubling from 100 ms to 5 s over consecutive errors, so that
-/// a database that is away is asked again soon but not hammered.
-fn error_pause(errors: u32) -> Duration {
-    Duration::from_millis(100)
-        .saturating_mul(1u32 << errors.saturating_sub(1).min(16))
-        .min(Duration::from_secs(5))
-}
+/// The pause after consecutive store errors: a database that is away is asked again soon but
+/// not hammered.
+const ERROR_PAUSE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
     let w = &deliverer.settings.worker;
@@ -103,7 +101,7 @@ async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
             Ok(Err(e)) => {
                 deliverer.metrics.job("send", false);
                 errors += 1;
-                let pause = error_pause(errors);
+                let pause = ERROR_PAUSE.delay(errors);
                 warn!(error = %e, retry_in = ?pause, "sending a batch failed; will retry");
                 pause
             }
@@ -113,7 +111,7 @@ async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
                 deliverer.metrics.job("send", false);
                 errors += 1;
                 error!(error = %e, "a batch of mail panicked");
-                error_pause(errors)
+                ERROR_PAUSE.delay(errors)
             }
         };
         if wait.is_zero() {
@@ -128,18 +126,5 @@ async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_pause;
-    use std::time::Duration;
-
-    #[test]
-    fn error_pauses_double_up_to_five_seconds() {
-        let ms: Vec<u128> = (1..=8).map(|n| error_pause(n).as_millis()).collect();
-        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        assert_eq!(error_pause(1000), Duration::from_secs(5));
     }
 }
