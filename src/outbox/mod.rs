@@ -12,7 +12,8 @@ mod send;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{Instrument, info, warn};
+use futures::StreamExt;
+use tracing::{info, warn};
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -38,22 +39,10 @@ pub enum OutboxError {
     Mail(#[from] MailError),
 }
 
-/// Everything a running worker needs; cheap to clone (one shared [`Services`]), so that each
-/// mail of a batch can go out as a task of its own.
-#[derive(Debug, Clone)]
-pub struct Deliverer(Arc<Services>);
-
-impl std::ops::Deref for Deliverer {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// What a [`Deliverer`] shares between its clones.
+/// The pipeline's parts and settings, shared (behind an `Arc`) by the daemon's lanes, jobs
+/// and HTTP API.
 #[derive(Debug)]
-pub struct Services {
+pub struct Deliverer {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub mailer: Mailer,
@@ -107,7 +96,7 @@ impl Deliverer {
         let renderer = Renderer::load(&settings.templates.dir, &settings.marketplace)?;
         let mailer = Mailer::from_settings(&settings.mail)?;
         let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
-        Ok(Self(Arc::new(Services {
+        Ok(Self {
             send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             calendars,
@@ -117,7 +106,7 @@ impl Deliverer {
             renderer,
             clock,
             worker_name,
-        })))
+        })
     }
 
     /// Takes up to `n` owed mails that are due (see [`Store::claim_due`]), sends them, at
@@ -139,26 +128,13 @@ impl Deliverer {
         // free send slot behind a slow server, must not outlive the claim's lease or the job.
         let w = &self.settings.worker;
         let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
-        // Each mail is a task of its own: with `worker.threads` above one, rendering and the
-        // SMTP conversations then spread over the runtime's threads. (With two threads this was
-        // also faster at 1 at once than the batch's mails as futures of this one task.)
-        let mut after = None;
-        let ends = futures::future::join_all(claims.into_iter().map(|c| {
-            let this = self.clone();
-            let (then, next) = tokio::sync::oneshot::channel();
-            let after = after.replace(next);
-            tokio::spawn(
-                async move { this.send_one(c, started_at, deadline, after, then).await }
-                    .in_current_span(),
-            )
-        }))
-        .await
-        .into_iter()
-        .map(|joined| match joined {
-            Ok(end) => end,
-            // Never aborted: only a panic ends one early, and it is this batch's panic.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        });
+        // The batch's mails go as one stream, as many at once as the daemon has send slots
+        // (the slots are shared by every lane, so that bound holds across the daemon).
+        let ends: Vec<_> = futures::stream::iter(claims)
+            .map(|c| self.send_one(c, started_at, deadline))
+            .buffered(w.concurrency.max(1))
+            .collect()
+            .await;
 
         // What became of each mail, in the order taken.
         let mut out: Vec<(i64, Option<Delivery>)> = Vec::with_capacity(ends.len());

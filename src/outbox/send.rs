@@ -108,37 +108,22 @@ impl Deliverer {
 
     /// One claimed mail's way to the server: rendered, sent once a send slot is free (or
     /// given back if the batch's deadline passed meanwhile), its outcome decided.
-    ///
-    /// The batch's mails take send slots in the order they were taken: each waits for
-    /// `after` (the mail before it has its slot, or needs none) and then lets `then` go. A
-    /// mail is rendered only once it is its turn, while the one before it is with the server:
-    /// rendered all at once, a batch's messages waited for their slots in memory, and the
-    /// cores spent more per mail (measured: 0.40-0.54 of the raw send rate on PostgreSQL at 4
-    /// and 16 at once, 0.46-0.52 rendered in turn; less CPU per mail on both stores).
     pub(super) async fn send_one(
         &self,
         claim: crate::store::Claimed,
         started_at: DateTime<Utc>,
         deadline: std::time::Instant,
-        after: Option<tokio::sync::oneshot::Receiver<()>>,
-        then: tokio::sync::oneshot::Sender<()>,
     ) -> Result<MailEnd, OutboxError> {
         let crate::store::Claimed { mut row, context } = claim;
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
-            if let Some(after) = after {
-                // Sent or dropped: either way it is this mail's turn.
-                let _ = after.await;
-            }
-            // (`then` goes when this mail has its slot, or at once if it needs none.)
             // The mail's facts go into its rendering; nothing reads them afterwards.
             let details = std::mem::take(&mut row.payload);
             let result = match self.prepare(&row, details, context) {
                 Ok(Prepared::Send(message)) => {
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
-                    drop(then);
                     if std::time::Instant::now() >= deadline {
                         return Ok(MailEnd::Released {
                             id: outbox_id,
@@ -151,8 +136,6 @@ impl Deliverer {
                     r
                 }
                 Ok(Prepared::Stale(reason)) => {
-                    // Needs no send slot: the next mail goes at once, not after the record.
-                    drop(then);
                     info!(%reason, "not sent: no longer relevant");
                     self.store
                         .skip_claimed(outbox_id, row.attempts, &reason)
