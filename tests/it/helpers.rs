@@ -482,7 +482,7 @@ impl Drop for PgDatabase {
 }
 
 /// Runs admin statements on a thread of its own (callers may be inside a runtime or not).
-fn admin_exec(url: &str, statements: &[&str]) {
+pub fn admin_exec(url: &str, statements: &[&str]) {
     let url = url.to_owned();
     let statements: Vec<String> = statements.iter().map(|s| (*s).to_owned()).collect();
     std::thread::spawn(move || {

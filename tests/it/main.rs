@@ -12,5 +12,6 @@ mod http;
 mod outage;
 mod renewal;
 mod scale;
+mod secrets;
 mod source;
 mod templates;
