@@ -19,7 +19,7 @@ use crate::notify::{NotificationKind, TemplateError, message_id, provisioning_ke
 use crate::retry::Backoff;
 use crate::store::{Enqueued, NewNotification, Store, StoreError};
 
-pub use crate::outbox::{Deliverer, Delivery, DrainReport, OutboxError, Services};
+pub use crate::outbox::{Deliverer, Delivery, DrainReport, OutboxError};
 pub use disable::{DisableOutcome, request_disable};
 pub use poll::{PollReport, next_due, poll, timeline_input};
 pub use simulate::{SimulatedMail, simulate_one};
