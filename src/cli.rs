@@ -13,14 +13,15 @@ mod timeline;
 
 pub use calendar::CalendarCommand;
 
-use crate::app::{self, AppError, Deliverer, EventOutcome};
+use crate::app::Deliverer;
 use crate::calendar::CalendarError;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
-use crate::import::{self, ImportError, Known};
+use crate::import::{self, ImportError};
 use crate::jobs::{self, WorkerError};
 use crate::notify::{NotificationKind, provisioning_key};
+use crate::service::{self as app, EventOutcome, ServiceError as AppError};
 use crate::store::StoreError;
 
 #[derive(Debug, Parser)]
@@ -341,24 +342,15 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             let id =
                 SubscriptionId::parse(&subscription).map_err(|e| input_error("subscription", e))?;
             let store = app::open_store(&settings).await?;
-            let ctx = store
-                .subscription_context(&id)
-                .await?
-                .ok_or_else(|| AppError::UnknownSubscription(id.as_str().to_owned()))?;
-            let n = crate::domain::AssignedLicenses::parse_for(assigned, ctx.subscription.seats)
-                .map_err(|e| input_error("--assigned", e))?;
-            let update = store
-                .set_assigned_licenses(id.as_str(), u32::from(n.get()))
-                .await?
-                .ok_or_else(|| AppError::UnknownSubscription(id.as_str().to_owned()))?;
+            let change = match app::set_assigned_licenses(&store, &id, assigned).await {
+                Err(AppError::Licenses(e)) => return Err(input_error("--assigned", e)),
+                other => other?,
+            };
             store.close().await;
             writeln!(
                 out,
                 "{}: assigned licenses {} -> {} (of {} seats)",
-                id,
-                update.previous,
-                n.get(),
-                ctx.subscription.seats
+                id, change.previous, change.assigned, change.seats
             )?;
         }
         Command::DisableAutoRenew {
@@ -477,49 +469,17 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             let store = app::open_store(&settings).await?;
             let raw = import::read_file(&file)?;
             let bar = progress_bar(raw.rows() as u64 * 2);
-            let subscription_ids: Vec<&str> = raw
-                .subscriptions
-                .iter()
-                .filter_map(|s| s.get("id").and_then(|v| v.as_str()))
-                .collect();
-            let known = Known {
-                disabled: store
-                    .irrevocably_disabled(&subscription_ids)
-                    .await?
-                    .into_iter()
-                    .collect(),
-                resellers: ids_in(&store, &raw.customers, &raw.subscriptions).await?,
-                customers: store
-                    .existing_customers(
-                        &raw.subscriptions
-                            .iter()
-                            .filter_map(|s| s.get("customer_id").and_then(|v| v.as_str()))
-                            .collect::<Vec<_>>(),
-                    )
-                    .await?
-                    .into_iter()
-                    .collect(),
-            };
             let calendars = settings.calendars()?;
-            let known_calendar =
-                |name: &str| calendars.get(name).map(|_| ()).map_err(|e| e.to_string());
-            let checked = import::check(&raw, &known, &known_calendar, |n| bar.inc(n as u64));
-            let checked = match checked {
+            let counts =
+                app::check_and_upsert(&store, &calendars, &raw, clock.now(), |n| bar.inc(n as u64))
+                    .await;
+            let counts = match counts {
                 Ok(c) => c,
                 Err(e) => {
                     bar.finish_and_clear();
                     return Err(e.into());
                 }
             };
-            let counts = store
-                .upsert_records(
-                    &checked.resellers,
-                    &checked.customers,
-                    &checked.subscriptions,
-                    clock.now(),
-                    |n| bar.inc(n as u64),
-                )
-                .await?;
             bar.finish_and_clear();
             writeln!(
                 out,
@@ -674,34 +634,8 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             store.close().await;
             let bar = progress_bar(subs.len() as u64);
             bar.set_message("simulating");
-            // A window wide enough for every time zone; the local date decides.
-            let window_from = from
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc())
-                .unwrap_or_default()
-                - chrono::Duration::days(1);
-            let window_to = to
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc())
-                .unwrap_or_default()
-                + chrono::Duration::days(2);
-            let mut mails = Vec::new();
-            for ctx in &subs {
-                app::simulate_one(
-                    ctx,
-                    &settings,
-                    &calendars,
-                    window_from,
-                    window_to,
-                    &mut mails,
-                )?;
-                bar.inc(1);
-            }
+            let mails = app::simulate(&subs, &settings, &calendars, from, to, || bar.inc(1))?;
             bar.finish_and_clear();
-            mails.retain(|m| m.local_date >= from && m.local_date <= to);
-            mails.sort_by(|a, b| {
-                (a.local_date, a.at, &a.subscription).cmp(&(b.local_date, b.at, &b.subscription))
-            });
             if json {
                 serde_json::to_writer_pretty(&mut out, &mails).map_err(std::io::Error::other)?;
                 writeln!(out)?;
@@ -905,19 +839,6 @@ async fn jobs_command(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn ids_in(
-    store: &crate::store::Store,
-    customers: &[serde_json::Map<String, serde_json::Value>],
-    subscriptions: &[serde_json::Map<String, serde_json::Value>],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let ids: Vec<&str> = customers
-        .iter()
-        .chain(subscriptions)
-        .filter_map(|r| r.get("reseller_id").and_then(|v| v.as_str()))
-        .collect();
-    Ok(store.existing_resellers(&ids).await?.into_iter().collect())
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

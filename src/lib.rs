@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod renewal;
+pub mod service;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -6,8 +6,8 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 
 use super::CliError;
-use crate::app::timeline::{TimelineReport, local};
 use crate::renewal;
+use crate::service::timeline::{TimelineReport, local};
 
 /// A timestamp on the command line: RFC 3339 with an offset, so it means one instant.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {

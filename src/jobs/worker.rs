@@ -79,7 +79,7 @@ async fn handle_disable(
         return Err(Box::new(AbortError::new("invalid disable request")));
     };
     let d = &deliverer;
-    let outcome = match crate::app::request_disable(
+    let outcome = match crate::service::request_disable(
         &d.store,
         &d.settings,
         &d.calendars,

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use renewal_worker::app::EventOutcome;
+use renewal_worker::service::EventOutcome;
 use renewal_worker::store::OutboxState;
 
 use crate::helpers::*;

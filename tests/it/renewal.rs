@@ -479,8 +479,10 @@ async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
         let settings = app.settings.clone();
         let calendars = calendars.clone();
         polls.spawn(async move {
-            let store = renewal_worker::app::open_store(&settings).await.unwrap();
-            let report = renewal_worker::app::poll(&store, &settings, &calendars, at)
+            let store = renewal_worker::service::open_store(&settings)
+                .await
+                .unwrap();
+            let report = renewal_worker::service::poll(&store, &settings, &calendars, at)
                 .await
                 .unwrap();
             store.close().await;
@@ -531,7 +533,7 @@ async fn a_subscription_whose_calendar_cannot_be_found_waits_an_hour_alone() {
     .await;
     let at = utc("2026-12-28T06:00:00Z");
     let calendars = app.settings.calendars().unwrap();
-    let report = renewal_worker::app::poll(&app.store, &app.settings, &calendars, at)
+    let report = renewal_worker::service::poll(&app.store, &app.settings, &calendars, at)
         .await
         .expect("the poll goes on past it");
     // The fixture's S1 renews that day, recorded in the same group as X1.
