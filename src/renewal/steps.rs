@@ -172,3 +172,81 @@ pub fn step(
         then,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::CalendarRegistry;
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn input() -> TimelineInput {
+        TimelineInput {
+            term_start: date("2025-12-28"),
+            term_end: date("2026-12-28"),
+            tz: "America/New_York".parse().unwrap(),
+            auto_renew: true,
+            assigned_licenses: 0,
+            disable_effective_term_end: None,
+        }
+    }
+
+    fn at(i: &TimelineInput, t: &str) -> Step {
+        let us = CalendarRegistry::builtin().get("us").unwrap();
+        step(i, &us, &RenewalPolicy::default(), utc(t)).unwrap()
+    }
+
+    #[test]
+    fn with_auto_renew_off_every_reminder_is_recorded_as_skipped() {
+        let off = TimelineInput {
+            auto_renew: false,
+            ..input()
+        };
+        let s = at(&off, "2026-10-01T00:00:00Z");
+        assert!(s.cancel_pending_reminders);
+        assert_eq!(s.change, StepChange::None);
+        assert!(!s.mails.is_empty());
+        assert!(s.mails.iter().all(|m| matches!(
+            m,
+            StepMail::Reminder {
+                skip: Some(SkipReason::AutoRenewOff),
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_renewal_long_overdue_goes_on_with_the_next_term() {
+        // Two terms past: the first step renews once and leaves the next term due already.
+        let s = at(&input(), "2028-01-15T00:00:00Z");
+        assert_eq!(s.change, StepChange::Renew(date("2027-12-28")));
+        assert!(s.mails.iter().any(|m| matches!(
+            m,
+            StepMail::Renewed {
+                renews_again: true,
+                ..
+            }
+        )));
+        let then = s.then.expect("more is due at once");
+        assert_eq!(then.term_end, date("2027-12-28"));
+        assert!(s.next_due_at.unwrap() <= utc("2028-01-15T00:00:00Z"));
+    }
+
+    #[test]
+    fn an_ended_subscription_is_never_due_again() {
+        let off = TimelineInput {
+            auto_renew: false,
+            ..input()
+        };
+        let s = at(&off, "2026-12-29T12:00:00Z");
+        assert_eq!(s.change, StepChange::End);
+        assert_eq!(s.next_due_at, None);
+        assert_eq!(s.then, None);
+    }
+}
