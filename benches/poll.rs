@@ -8,7 +8,7 @@ mod support;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use renewal_worker::app;
+use renewal_worker::service;
 use support::{Backend, BenchDb, fill, open, settings};
 
 const BOOK: u64 = 1_000_000;
@@ -36,7 +36,7 @@ async fn poll_bench(backend: Backend) {
     // On PostgreSQL the same: statistics and a checkpoint.
     store.close().await;
     db.settle().await;
-    let store = app::open_store(&settings).await.expect("reopen");
+    let store = service::open_store(&settings).await.expect("reopen");
     println!(
         "  query plan: {}",
         store.explain_due_query().await.expect("explain")
@@ -45,7 +45,7 @@ async fn poll_bench(backend: Backend) {
     // The 30-day reminder of every due subscription falls due at this instant.
     let now: DateTime<Utc> = "2026-11-18T14:00:00Z".parse().expect("instant");
     let t = Instant::now();
-    let report = app::poll(&store, &settings, &calendars, now)
+    let report = service::poll(&store, &settings, &calendars, now)
         .await
         .expect("poll");
     let poll = t.elapsed();
@@ -59,7 +59,7 @@ async fn poll_bench(backend: Backend) {
         report.mails_queued
     );
     let t = Instant::now();
-    let again = app::poll(&store, &settings, &calendars, now)
+    let again = service::poll(&store, &settings, &calendars, now)
         .await
         .expect("poll");
     assert_eq!(again.subscriptions, 0);
@@ -90,7 +90,7 @@ async fn main() {
     let from: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("instant");
     let to: DateTime<Utc> = "2027-01-01T00:00:00Z".parse().expect("instant");
     for ctx in &subs {
-        app::simulate_one(ctx, &settings, &calendars, from, to, &mut mails).expect("simulate");
+        service::simulate_one(ctx, &settings, &calendars, from, to, &mut mails).expect("simulate");
     }
     let sim = t.elapsed();
     assert_eq!(mails.len() as u64, SIMULATED * 4);

@@ -39,10 +39,10 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
 use lettre::AsyncTransport;
-use renewal_worker::app::Deliverer;
 use renewal_worker::clock::SystemClock;
 use renewal_worker::domain::SubscriptionId;
 use renewal_worker::notify::NotificationKind;
+use renewal_worker::outbox::Deliverer;
 use renewal_worker::store::{AttemptOutcome, FinishedAttempt, JobQueue, QueueOptions, QueuedJob};
 use support::{
     Backend, BenchDb, Sink, cpu_seconds, fill, machine_cpu_seconds, open, owe_ready_mails, rss_mib,
@@ -276,7 +276,6 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
         )
         .expect("deliverer"),
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // For profiling: `perf record -a -k CLOCK_MONOTONIC` over a run, then `perf report --time
     // start,end` with these two instants keeps only the end-to-end span.
     if std::env::var_os("RW_BENCH_MARK").is_some() {
@@ -286,9 +285,8 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
     let cpu = cpu_seconds();
     let machine = machine_cpu_seconds();
     let metrics = deliverer.metrics.clone();
-    let worker = tokio::spawn(renewal_worker::jobs::run_worker(deliverer, async {
-        let _ = stopped.await;
-    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(renewal_worker::daemon::run_worker(deliverer, stop.clone()));
     assert!(
         sink.wait_for(before + n, Duration::from_secs(600)).await,
         "every mail arrived"
@@ -302,7 +300,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
     let sessions = sink.sessions() - sessions;
     let smtp = &metrics.smtp_seconds;
     let send = smtp.sum() / smtp.count().max(1) as f64;
-    let _ = stop.send(());
+    stop.cancel();
     worker.await.expect("worker task").expect("worker");
     store.close().await;
     db.drop_database().await;

@@ -1,6 +1,8 @@
-//! Import of resellers, customers and subscriptions from the marketplace's JSON (or CSV, for
-//! subscriptions alone). Every row is checked before anything is written; one bad row rejects
-//! the file, and the error lists every problem by section, row and field.
+//! Rows of resellers, customers and subscriptions as the marketplace sends them: read from
+//! its JSON (or CSV, for subscriptions alone) and checked, field by field, against what the
+//! database already holds. One bad row rejects the lot, and the error lists every problem by
+//! section, row and field. Looking up what rows refer to and writing them is
+//! [`crate::service::records`].
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -1,10 +1,10 @@
 //! renewal-worker: lifecycle mail for vendor subscriptions sold on a cloud marketplace.
 
-pub mod app;
 pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod http;
 pub mod import;
@@ -16,6 +16,7 @@ pub mod notify;
 pub mod outbox;
 pub mod renewal;
 pub mod retry;
+pub mod service;
 pub mod source;
 pub mod store;
 pub mod telemetry;

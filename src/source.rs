@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::app::{self, AppError, EventOutcome};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
-use crate::import::{self, ImportError, Known, RawFile};
+use crate::import::{ImportError, RawFile};
+use crate::service::{self, EventOutcome, ServiceError};
 use crate::store::{Store, StoreError};
 
 /// The cursor's name in the store.
@@ -38,7 +38,7 @@ pub enum SourceError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    App(#[from] AppError),
+    Service(#[from] ServiceError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,58 +149,15 @@ async fn apply_rows(
     now: DateTime<Utc>,
     report: &mut PullReport,
 ) -> Result<(), SourceError> {
-    let known_calendar = |name: &str| calendars.get(name).map(|_| ()).map_err(|e| e.to_string());
     for _ in 0..10 {
-        let sub_ids: Vec<&str> = raw
-            .subscriptions
-            .iter()
-            .filter_map(|r| r.get("id")?.as_str())
-            .collect();
-        let reseller_refs: Vec<&str> = raw
-            .customers
-            .iter()
-            .chain(&raw.subscriptions)
-            .filter_map(|r| r.get("reseller_id")?.as_str())
-            .collect();
-        let customer_refs: Vec<&str> = raw
-            .subscriptions
-            .iter()
-            .filter_map(|r| r.get("customer_id")?.as_str())
-            .collect();
-        let known = Known {
-            resellers: store
-                .existing_resellers(&reseller_refs)
-                .await?
-                .into_iter()
-                .collect(),
-            customers: store
-                .existing_customers(&customer_refs)
-                .await?
-                .into_iter()
-                .collect(),
-            disabled: store
-                .irrevocably_disabled(&sub_ids)
-                .await?
-                .into_iter()
-                .collect(),
-        };
-        match import::check(&raw, &known, &known_calendar, |_| {}) {
-            Ok(checked) => {
-                let counts = store
-                    .upsert_records(
-                        &checked.resellers,
-                        &checked.customers,
-                        &checked.subscriptions,
-                        now,
-                        |_| {},
-                    )
-                    .await?;
+        match service::check_and_upsert(store, calendars, &raw, now, |_| {}).await {
+            Ok(counts) => {
                 report.resellers += counts.resellers;
                 report.customers += counts.customers;
                 report.subscriptions += counts.subscriptions;
                 return Ok(());
             }
-            Err(ImportError::Invalid(issues)) => {
+            Err(ServiceError::Records(ImportError::Invalid(issues))) => {
                 let mut bad: BTreeSet<(&'static str, usize)> = BTreeSet::new();
                 for issue in &issues {
                     bad.insert((issue.section, issue.row - 1));
@@ -226,12 +183,13 @@ async fn apply_rows(
                     });
                 }
             }
-            Err(e) => {
+            Err(ServiceError::Records(e)) => {
                 return Err(SourceError::Page {
                     url: String::new(),
                     reason: e.to_string(),
                 });
             }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -282,12 +240,16 @@ pub async fn pull(
             match parsed {
                 Err(why) => report.skipped.push(format!("{label}: {why}")),
                 Ok((sub, kind, url)) => {
-                    match app::record_event(store, settings, now, &sub, kind, url.as_ref()).await {
+                    match service::record_event(store, settings, now, &sub, kind, url.as_ref())
+                        .await
+                    {
                         Ok(EventOutcome::Queued { .. }) => report.events_recorded += 1,
                         Ok(EventOutcome::AlreadyRecorded { .. }) => {
                             report.events_already_recorded += 1
                         }
-                        Err(e @ (AppError::UnknownSubscription(_) | AppError::Invalid(_))) => {
+                        Err(
+                            e @ (ServiceError::UnknownSubscription(_) | ServiceError::Invalid(_)),
+                        ) => {
                             report.skipped.push(format!("{label}: {e}"));
                         }
                         Err(e) => return Err(e.into()),

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use renewal_worker::app;
 use renewal_worker::config::Settings;
 use renewal_worker::domain::{ProvisioningEvent, SubscriptionId};
 use renewal_worker::import::{self, Known};
+use renewal_worker::service;
 use renewal_worker::store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -157,7 +157,7 @@ fn templates_dir() -> std::path::PathBuf {
 
 /// Opens the store (migrations applied) and adds the reseller and customer of the book.
 pub async fn open(settings: &Settings) -> Store {
-    let store = app::open_store(settings).await.expect("store");
+    let store = service::open_store(settings).await.expect("store");
     let raw = import::parse_json(PARTIES.as_bytes()).expect("json");
     let checked = import::check(&raw, &Known::default(), &|_| Ok(()), |_| {}).expect("valid");
     store
@@ -203,7 +203,7 @@ pub async fn owe_ready_mails(store: &Store, settings: &Settings, n: u64) -> Dura
         set.spawn(async move {
             for i in (lane..n).step_by(lanes as usize) {
                 let id = SubscriptionId::parse(&format!("BENCH-{i:08}")).expect("id");
-                app::record_event(
+                service::record_event(
                     &store,
                     &settings,
                     Utc::now(),

@@ -149,3 +149,20 @@ pub fn run(
     }
     Ok(())
 }
+
+/// Answers the calendar question with the configured calendars and defaults.
+pub(super) fn command(
+    settings: &crate::config::Settings,
+    command: &CalendarCommand,
+    out: &mut dyn Write,
+) -> Result<std::process::ExitCode, CliError> {
+    let registry = settings.calendars()?;
+    run(
+        command,
+        &registry,
+        &settings.calendar.default,
+        settings.renewal.cutoff_business_days,
+        out,
+    )?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -6,8 +6,8 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 
 use super::CliError;
-use crate::app::timeline::{TimelineReport, local};
 use crate::renewal;
+use crate::service::timeline::{TimelineReport, local};
 
 /// A timestamp on the command line: RFC 3339 with an offset, so it means one instant.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
@@ -24,8 +24,7 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
     let tz = report.ctx.reseller.timezone.tz();
     let shown = report;
     if json {
-        serde_json::to_writer_pretty(&mut *out, &view).map_err(std::io::Error::other)?;
-        writeln!(out)?;
+        super::print_json(out, &view)?;
         return Ok(());
     }
     let s = &shown.ctx.subscription;
@@ -117,4 +116,25 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
         )?;
     }
     Ok(())
+}
+
+/// Gathers the timeline of the subscription as of `at` (default now) and prints it.
+pub(super) async fn run(
+    settings: crate::config::Settings,
+    clock: crate::clock::SharedClock,
+    subscription: String,
+    at: Option<DateTime<Utc>>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<std::process::ExitCode, CliError> {
+    let id = crate::domain::SubscriptionId::parse(&subscription)
+        .map_err(|e| super::input_error("subscription", e))?;
+    let store = crate::service::open_store(&settings).await?;
+    let calendars = settings.calendars()?;
+    let at = at.unwrap_or_else(|| clock.now());
+    let report =
+        crate::service::timeline::timeline_report(&store, &settings, &calendars, &id, at).await?;
+    store.close().await;
+    render(&report, json, out)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

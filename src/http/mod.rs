@@ -17,11 +17,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::app::{self, AppError, Deliverer, EventOutcome};
-use crate::domain::{
-    AssignedLicenses, DownloadUrl, EmailAddress, ProvisioningEvent, SubscriptionId,
-};
-use crate::import::{self, ImportError, Known, RawFile};
+use crate::domain::{DownloadUrl, EmailAddress, ProvisioningEvent, SubscriptionId};
+use crate::import::{ImportError, RawFile};
+use crate::outbox::Deliverer;
+use crate::service::{self, EventOutcome, ServiceError};
 
 /// Every route, as documented in `openapi.json` (a test keeps the two equal).
 pub const ROUTES: &[(&str, &str)] = &[
@@ -74,13 +73,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<AppError> for ApiError {
-    fn from(e: AppError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            AppError::UnknownSubscription(_) => {
+            ServiceError::UnknownSubscription(_) => {
                 Self::new(StatusCode::NOT_FOUND, e.to_string(), None)
             }
-            AppError::Invalid(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg, None),
+            ServiceError::Licenses(e) => Self::invalid("assigned", e),
+            ServiceError::Invalid(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg, None),
             other => {
                 tracing::error!(error = %other, "request failed");
                 Self::new(
@@ -95,7 +95,7 @@ impl From<AppError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        AppError::from(e).into()
+        ServiceError::from(e).into()
     }
 }
 
@@ -222,38 +222,18 @@ async fn put_subscription(
         ));
     }
     row.insert("id".into(), Value::String(sid.as_str().to_owned()));
-    let store = &state.deliverer.store;
-    let reseller = text_field(&row, "reseller_id")?
-        .unwrap_or_default()
-        .to_owned();
-    let customer = text_field(&row, "customer_id")?
-        .unwrap_or_default()
-        .to_owned();
-    let known = Known {
-        resellers: store
-            .existing_resellers(&[&reseller])
-            .await?
-            .into_iter()
-            .collect(),
-        customers: store
-            .existing_customers(&[&customer])
-            .await?
-            .into_iter()
-            .collect(),
-        disabled: store
-            .irrevocably_disabled(&[sid.as_str()])
-            .await?
-            .into_iter()
-            .collect(),
-    };
+    // References must be text (the checks would take a number as its text).
+    text_field(&row, "reseller_id")?;
+    text_field(&row, "customer_id")?;
     let raw = RawFile {
         subscriptions: vec![row],
         ..RawFile::default()
     };
+    let d = &state.deliverer;
     // The same checks as `import`, so the two ways in can never disagree.
-    let checked = match import::check(&raw, &known, &|_| Ok(()), |_| {}) {
-        Ok(c) => c,
-        Err(ImportError::Invalid(issues)) => {
+    match service::check_and_upsert(&d.store, &d.calendars, &raw, d.clock.now(), |_| {}).await {
+        Ok(_) => {}
+        Err(ServiceError::Records(ImportError::Invalid(issues))) => {
             let first = &issues[0];
             return Ok((
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -265,17 +245,11 @@ async fn put_subscription(
             )
                 .into_response());
         }
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), None)),
-    };
-    store
-        .upsert_records(
-            &[],
-            &[],
-            &checked.subscriptions,
-            state.deliverer.clock.now(),
-            |_| {},
-        )
-        .await?;
+        Err(ServiceError::Records(e)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string(), None));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(Json(json!({"subscription": sid.as_str(), "status": "stored"})).into_response())
 }
 
@@ -300,7 +274,7 @@ async fn post_event(
         ));
     }
     let d = &state.deliverer;
-    let outcome = app::record_event(
+    let outcome = service::record_event(
         &d.store,
         &d.settings,
         d.clock.now(),
@@ -310,7 +284,7 @@ async fn post_event(
     )
     .await
     .map_err(|e| match e {
-        AppError::Invalid(msg) => ApiError::invalid("download_url", msg),
+        ServiceError::Invalid(msg) => ApiError::invalid("download_url", msg),
         other => other.into(),
     })?;
     Ok(match outcome {
@@ -340,19 +314,9 @@ async fn put_licenses(
         .get("assigned")
         .and_then(Value::as_i64)
         .ok_or_else(|| ApiError::invalid("assigned", "`assigned` must be a whole number"))?;
-    let store = &state.deliverer.store;
-    let ctx = store
-        .subscription_context(&sid)
-        .await?
-        .ok_or_else(|| AppError::UnknownSubscription(sid.as_str().to_owned()))?;
-    let n = AssignedLicenses::parse_for(n, ctx.subscription.seats)
-        .map_err(|e| ApiError::invalid("assigned", e))?;
-    let update = store
-        .set_assigned_licenses(sid.as_str(), u32::from(n.get()))
-        .await?
-        .ok_or_else(|| AppError::UnknownSubscription(sid.as_str().to_owned()))?;
+    let change = service::set_assigned_licenses(&state.deliverer.store, &sid, n).await?;
     Ok(Json(
-        json!({"subscription": sid.as_str(), "assigned": n.get(), "previous": update.previous}),
+        json!({"subscription": sid.as_str(), "assigned": change.assigned, "previous": change.previous}),
     )
     .into_response())
 }
@@ -374,7 +338,7 @@ async fn post_disable(
     };
     let d = &state.deliverer;
     let now = d.clock.now();
-    let outcome = app::request_disable(
+    let outcome = service::request_disable(
         &d.store,
         &d.settings,
         &d.calendars,
@@ -419,7 +383,7 @@ async fn get_timeline(
         None => d.clock.now(),
     };
     let report =
-        app::timeline::timeline_report(&d.store, &d.settings, &d.calendars, &sid, at).await?;
+        service::timeline::timeline_report(&d.store, &d.settings, &d.calendars, &sid, at).await?;
     Ok(Json(report.view()).into_response())
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::QueuedJob;
 
-pub use worker::{WorkerError, run_worker};
+pub use worker::{WorkerError, run_jobs};
 
 /// Queue names are pinned: apalis would otherwise use the Rust type name, which changes when a
 /// type is renamed or moved and would strand queued jobs.

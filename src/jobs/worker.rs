@@ -1,6 +1,5 @@
-//! The daemon's worker: the send lanes and the rescuer of the outbox, and apalis for polls and
-//! disable requests (and the cron poll). Shutdown: stop taking work, let batches and jobs in
-//! flight finish within the grace period, then return.
+//! The apalis monitor: the cron poll, polls asked for by an operator and disable-auto-renew
+//! requests, each a worker restarted with a pause if the database takes it down.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use std::str::FromStr;
 use apalis_cron::{CronScheduler, Tick};
 
 use super::{DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow};
-use crate::outbox::{self, Deliverer};
+use crate::outbox::Deliverer;
 use crate::retry::Backoff;
 use crate::store::{Backend, JobQueue, QueueOptions};
 
@@ -48,7 +47,7 @@ pub enum WorkerError {
 }
 
 async fn handle_tick(_tick: Tick, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
-    let result = deliverer.poll().await;
+    let result = crate::service::poll_now(&deliverer).await;
     deliverer.metrics.job("poll", result.is_ok());
     result.map(|_| ()).map_err(|e| {
         warn!(error = %e, "scheduled poll failed; the next tick retries");
@@ -60,7 +59,7 @@ async fn handle_poll_now(job: PollNow, deliverer: Data<Arc<Deliverer>>) -> Resul
     if let Some(sub) = &job.subscription {
         deliverer.store.mark_due(sub).await?;
     }
-    let result = deliverer.poll().await;
+    let result = crate::service::poll_now(&deliverer).await;
     deliverer.metrics.job("poll", result.is_ok());
     let report = result?;
     info!(requested_by = %job.requested_by, ?report, "poll on request done");
@@ -80,7 +79,7 @@ async fn handle_disable(
         return Err(Box::new(AbortError::new("invalid disable request")));
     };
     let d = &deliverer;
-    let outcome = match crate::app::request_disable(
+    let outcome = match crate::service::request_disable(
         &d.store,
         &d.settings,
         &d.calendars,
@@ -145,8 +144,9 @@ fn pause(d: std::time::Duration) {
     }
 }
 
-/// Runs the worker until `shutdown` resolves.
-pub async fn run_worker(
+/// Runs the queue's jobs (the cron poll, polls asked for, disable requests) until `shutdown`
+/// resolves, then lets the jobs in hand finish within `worker.shutdown_grace`.
+pub async fn run_jobs(
     deliverer: Arc<Deliverer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
@@ -154,16 +154,6 @@ pub async fn run_worker(
     let w = &settings.worker;
     let schedule = cron::Schedule::from_str(&settings.poll.schedule)
         .map_err(|e| WorkerError::Monitor(format!("poll.schedule: {e}")))?;
-
-    // Claims of a daemon that died (this one, before a restart) go back to owed here, before
-    // the lanes start, then again every redrive_interval.
-    match deliverer.redrive().await {
-        Ok(expired) => info!(expired_claims = expired, "claims checked at start"),
-        Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),
-    }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let redrive = outbox::spawn_rescuer(&deliverer, stop_rx.clone());
-    let send_lanes = outbox::spawn_lanes(&deliverer, &stop_rx);
 
     let queue_options = QueueOptions {
         batch_size: 1,
@@ -248,26 +238,14 @@ pub async fn run_worker(
         )
     };
 
-    let grace = w.shutdown_grace;
-    let result = monitor
+    monitor
         .run_with_signal(async move {
             shutdown.await;
             info!("shutting down: finishing the work in hand");
-            let _ = stop_tx.send(true);
             Ok(())
         })
-        .await;
-    // The lanes stopped with the signal, each after its batch in hand (which has its own
-    // deadline); the queue's jobs had the grace period meanwhile.
-    let lanes_done = futures::future::join_all(send_lanes);
-    if tokio::time::timeout(grace, lanes_done).await.is_err() {
-        warn!(
-            ?grace,
-            "batches still sending at the end of the grace period were left"
-        );
-    }
-    let _ = redrive.await;
-    result.map_err(|e| WorkerError::Monitor(e.to_string()))
+        .await
+        .map_err(|e| WorkerError::Monitor(e.to_string()))
 }
 
 #[cfg(test)]

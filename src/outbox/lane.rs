@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span, warn};
 
 use super::Deliverer;
@@ -33,11 +33,8 @@ pub fn lane_count(w: &WorkerSettings, backend: Backend) -> usize {
     w.concurrency.div_ceil(batch) + more
 }
 
-/// Starts the daemon's lanes; they stop once `stop` turns true, each after the batch in hand.
-pub fn spawn_lanes(
-    deliverer: &Arc<Deliverer>,
-    stop: &watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+/// Starts the daemon's lanes; they stop once `stop` is cancelled, each after the batch in hand.
+pub fn spawn_lanes(deliverer: &Arc<Deliverer>, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     (0..lane_count(&deliverer.settings.worker, deliverer.store.backend()))
         .map(|n| {
             let (deliverer, stop) = (deliverer.clone(), stop.clone());
@@ -50,13 +47,12 @@ pub fn spawn_lanes(
 /// not hammered.
 const ERROR_PAUSE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
+async fn lane(deliverer: Arc<Deliverer>, stop: CancellationToken) {
     let w = &deliverer.settings.worker;
     let (batch, poll) = (w.send_batch, w.poll_interval);
     let full = usize::try_from(batch).unwrap_or(usize::MAX);
     let mut errors = 0u32;
-    // Stopping, or the daemon's worker gone without saying so (its sender dropped).
-    while !*stop.borrow() && stop.has_changed().is_ok() {
+    while !stop.is_cancelled() {
         // Listening before the claim: mail recorded while it runs wakes the wait below.
         let woken = deliverer.store.owed_signal().notified();
         tokio::pin!(woken);
@@ -120,11 +116,7 @@ async fn lane(deliverer: Arc<Deliverer>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = &mut woken => {}
             _ = tokio::time::sleep(wait) => {}
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
+            _ = stop.cancelled() => break,
         }
     }
 }

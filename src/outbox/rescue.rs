@@ -2,17 +2,14 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Deliverer, OutboxError};
 
-/// Gives back expired claims every `worker.redrive_interval` until `stop` changes.
-pub fn spawn_rescuer(
-    deliverer: &Arc<Deliverer>,
-    mut stop: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+/// Gives back expired claims every `worker.redrive_interval` until `stop` is cancelled.
+pub fn spawn_rescuer(deliverer: &Arc<Deliverer>, stop: CancellationToken) -> JoinHandle<()> {
     let deliverer = deliverer.clone();
     let every = deliverer.settings.worker.redrive_interval;
     tokio::spawn(async move {
@@ -25,7 +22,7 @@ pub fn spawn_rescuer(
                         warn!(error = %e, "checking claims failed; will retry");
                     }
                 }
-                _ = stop.changed() => break,
+                _ = stop.cancelled() => break,
             }
         }
     })

@@ -10,6 +10,7 @@
 
 mod offset;
 pub mod plan;
+pub mod steps;
 #[cfg(test)]
 mod tests;
 

@@ -31,6 +31,27 @@ fn notifications(dir: &Path) -> serde_json::Value {
 }
 
 #[test]
+fn enqueue_event_says_its_mail_is_queued_in_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    let out = run(dir.path(), &["import", "subs.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(dir.path(), &["enqueue", "event", "S1", "ready"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "queued mail #1 (ready) for S1 in the outbox"
+    );
+    let again = run(dir.path(), &["enqueue", "event", "S1", "ready"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout).trim(),
+        "nothing queued: ready for S1 was recorded before (mail #1 is pending)"
+    );
+}
+
+#[test]
 fn import_then_events_then_preview() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();

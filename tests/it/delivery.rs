@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use renewal_worker::app::EventOutcome;
+use renewal_worker::service::EventOutcome;
 use renewal_worker::store::OutboxState;
 
 use crate::helpers::*;
@@ -513,7 +513,7 @@ async fn a_batch_takes_the_mails_due_soonest_first_and_the_rest_wait() {
             *id,
             "in the order they became due"
         );
-        assert_eq!(*delivery, renewal_worker::app::Delivery::Sent);
+        assert_eq!(*delivery, renewal_worker::outbox::Delivery::Sent);
     }
     assert_eq!(sink.received().len(), 4);
     for i in 0..10 {
@@ -574,7 +574,7 @@ async fn a_batch_records_each_mail_by_its_own_outcome() {
             assert!(
                 matches!(
                     delivery,
-                    renewal_worker::app::Delivery::RetryScheduled { .. }
+                    renewal_worker::outbox::Delivery::RetryScheduled { .. }
                 ),
                 "mail {i}: {delivery:?}"
             );
@@ -584,7 +584,11 @@ async fn a_batch_records_each_mail_by_its_own_outcome() {
             assert_eq!(attempts[0].smtp_code, Some(451));
             assert_eq!(job.status, "failed", "a retry waits: {job:?}");
         } else {
-            assert_eq!(*delivery, renewal_worker::app::Delivery::Sent, "mail {i}");
+            assert_eq!(
+                *delivery,
+                renewal_worker::outbox::Delivery::Sent,
+                "mail {i}"
+            );
             assert_eq!(row.state, OutboxState::Sent, "{row:?}");
             assert_eq!(attempts[0].outcome, "sent");
             assert!(row.sent_at.is_some());
@@ -628,7 +632,7 @@ async fn a_batch_out_of_time_gives_its_unsent_mails_back_uncounted() {
     let first = ready_row(&app, 0).await;
     let d = app.deliverer(app.clock.clone());
     let taken = d.deliver_due(5).await.unwrap();
-    use renewal_worker::app::Delivery;
+    use renewal_worker::outbox::Delivery;
     assert_eq!(taken[0], (first.id, Delivery::Sent));
     assert_eq!(taken.len(), 5);
     assert!(
@@ -683,7 +687,7 @@ async fn mail_claimed_by_another_is_left_to_it() {
         first
             .iter()
             .chain(&second)
-            .all(|(_, d)| *d == renewal_worker::app::Delivery::Sent)
+            .all(|(_, d)| *d == renewal_worker::outbox::Delivery::Sent)
     );
     assert_eq!(sink.received().len(), 5);
     let row = ready_row(&app, 0).await;

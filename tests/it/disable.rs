@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use renewal_worker::app::{self, DisableOutcome};
 use renewal_worker::domain::{EmailAddress, SubscriptionId};
 use renewal_worker::jobs;
+use renewal_worker::service::{self, DisableOutcome};
 
 use crate::helpers::*;
 
@@ -17,7 +17,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 async fn request(app: &TestApp, sub: &str, by: &str, at: &str, key: &str) -> DisableOutcome {
     let calendars = app.settings.calendars().unwrap();
-    app::request_disable(
+    service::request_disable(
         &app.store,
         &app.settings,
         &calendars,
@@ -268,7 +268,7 @@ async fn a_disable_and_a_license_assignment_never_both_win() {
         let (a, c) = (app.clone(), calendars.clone());
         let s = sub.clone();
         let disable = tokio::spawn(async move {
-            app::request_disable(
+            service::request_disable(
                 &a.store,
                 &a.settings,
                 &c,

@@ -4,11 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailin_embedded::{Handler, Response, Server, response};
-use renewal_worker::app::{self, Deliverer, EventOutcome};
 use renewal_worker::clock::{SharedClock, SystemClock};
 use renewal_worker::config::Settings;
 use renewal_worker::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
 use renewal_worker::import::{self, Known};
+use renewal_worker::outbox::Deliverer;
+use renewal_worker::service::{self, EventOutcome};
 use renewal_worker::store::{OutboxRow, Store};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -228,7 +229,7 @@ impl TestApp {
             templates_dir(),
         );
         let settings = Settings::from_toml_overlay(&overlay).expect("test settings");
-        let store = app::open_store(&settings).await.expect("open store");
+        let store = service::open_store(&settings).await.expect("open store");
         let raw = import::parse_json(FIXTURE.as_bytes()).unwrap();
         let checked = import::check(&raw, &Known::default(), &|_| Ok(()), |_| {}).unwrap();
         store
@@ -283,7 +284,7 @@ impl TestApp {
     }
 
     pub async fn event(&self, sub: &str, event: &str, url: Option<&str>) -> EventOutcome {
-        app::record_event(
+        service::record_event(
             &self.store,
             &self.settings,
             self.clock.now(),
@@ -329,15 +330,21 @@ impl TestApp {
             let own = shared.is_none();
             let store = match shared {
                 Some(store) => store,
-                None => app::open_store(&settings).await.expect("open store"),
+                None => service::open_store(&settings).await.expect("open store"),
             };
             let deliverer =
                 Arc::new(Deliverer::build(settings, store, clock, name).expect("deliverer"));
-            renewal_worker::jobs::run_worker(deliverer.clone(), async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("worker ran");
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let _ = rx.await;
+                    stop.cancel();
+                }
+            });
+            renewal_worker::daemon::run_worker(deliverer.clone(), stop)
+                .await
+                .expect("worker ran");
             if own {
                 deliverer.store.close().await;
             }
@@ -623,7 +630,7 @@ pub async fn owe_ready_at(
     at: chrono::DateTime<chrono::Utc>,
 ) {
     let id = SubscriptionId::parse(&format!("BENCH-{i:08}")).unwrap();
-    app::record_event(store, settings, at, &id, ProvisioningEvent::Ready, None)
+    service::record_event(store, settings, at, &id, ProvisioningEvent::Ready, None)
         .await
         .unwrap();
 }

@@ -17,7 +17,7 @@ struct Api {
     base: String,
     client: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
-    deliverer: Arc<renewal_worker::app::Deliverer>,
+    deliverer: Arc<renewal_worker::outbox::Deliverer>,
     _app: TestApp,
 }
 
@@ -302,7 +302,9 @@ async fn metrics_count_real_work() {
     };
     let before = text(&api).await;
     assert!(before.contains("renewal_worker_owed_mails 1"), "{before}");
-    api.deliverer.poll().await.unwrap();
+    renewal_worker::service::poll_now(&api.deliverer)
+        .await
+        .unwrap();
     let drained = api.deliverer.drain().await.unwrap();
     assert_eq!(drained.sent, 2, "the ready mail and S1's due reminder");
     let after = text(&api).await;

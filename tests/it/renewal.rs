@@ -42,7 +42,7 @@ async fn run_steps(
     let mut t = from;
     while t <= to {
         clock.set(t);
-        d.poll().await.unwrap();
+        renewal_worker::service::poll_now(&d).await.unwrap();
         d.drain().await.unwrap();
         t += step;
     }
@@ -268,12 +268,12 @@ async fn turning_auto_renew_off_cancels_a_reminder_waiting_for_retry() {
         .await;
     let clock = ManualClock::new(utc("2026-11-18T14:00:00Z"));
     let d = app.deliverer(Arc::new(clock.clone()));
-    d.poll().await.unwrap();
+    renewal_worker::service::poll_now(&d).await.unwrap();
     assert_eq!(rows(&app, "T1").await[0].state, OutboxState::Pending);
     app.import(&subscription("T1", "2025-12-28", "2026-12-28", false))
         .await;
     clock.set(utc("2026-11-18T15:00:00Z"));
-    d.poll().await.unwrap();
+    renewal_worker::service::poll_now(&d).await.unwrap();
     d.drain().await.unwrap();
     let r = &rows(&app, "T1").await[0];
     assert_eq!(r.state, OutboxState::Skipped, "{r:?}");
@@ -287,7 +287,7 @@ async fn a_reminder_that_waited_past_the_cutoff_is_not_sent() {
         .await;
     let clock = ManualClock::new(utc("2026-12-17T14:00:00Z"));
     let d = app.deliverer(Arc::new(clock.clone()));
-    d.poll().await.unwrap(); // 1bd reminder owed ...
+    renewal_worker::service::poll_now(&d).await.unwrap(); // 1bd reminder owed ...
     clock.set(utc("2026-12-19T05:00:00Z")); // ... and the worker only gets to it after the cutoff
     // (The fixture's S1 is in the same position, so two are skipped in all.)
     let drained = d.drain().await.unwrap();
@@ -479,8 +479,10 @@ async fn polls_on_several_hosts_at_once_record_each_mail_and_renewal_once() {
         let settings = app.settings.clone();
         let calendars = calendars.clone();
         polls.spawn(async move {
-            let store = renewal_worker::app::open_store(&settings).await.unwrap();
-            let report = renewal_worker::app::poll(&store, &settings, &calendars, at)
+            let store = renewal_worker::service::open_store(&settings)
+                .await
+                .unwrap();
+            let report = renewal_worker::service::poll(&store, &settings, &calendars, at)
                 .await
                 .unwrap();
             store.close().await;
@@ -531,7 +533,7 @@ async fn a_subscription_whose_calendar_cannot_be_found_waits_an_hour_alone() {
     .await;
     let at = utc("2026-12-28T06:00:00Z");
     let calendars = app.settings.calendars().unwrap();
-    let report = renewal_worker::app::poll(&app.store, &app.settings, &calendars, at)
+    let report = renewal_worker::service::poll(&app.store, &app.settings, &calendars, at)
         .await
         .expect("the poll goes on past it");
     // The fixture's S1 renews that day, recorded in the same group as X1.

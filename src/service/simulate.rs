@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::poll::timeline_input;
+use super::{calendar_for, timeline_input};
 use crate::calendar::{CalendarError, CalendarRegistry};
 use crate::config::Settings;
 use crate::model::SubscriptionContext;
@@ -37,12 +37,7 @@ pub fn simulate_one(
     to: DateTime<Utc>,
     out: &mut Vec<SimulatedMail>,
 ) -> Result<(), CalendarError> {
-    let calendar = calendars.get(
-        ctx.reseller
-            .calendar
-            .as_deref()
-            .unwrap_or(&settings.calendar.default),
-    )?;
+    let calendar = calendar_for(settings, calendars, &ctx.reseller)?;
     let policy = &settings.renewal;
     let mut input: TimelineInput = timeline_input(ctx);
     let to_addr = ctx.reseller.email.as_str().to_owned();
@@ -114,4 +109,38 @@ pub fn simulate_one(
 
 fn input_tz(ctx: &SubscriptionContext) -> chrono_tz::Tz {
     ctx.reseller.timezone.tz()
+}
+
+/// Every mail the subscriptions `subs` would produce on the days `from..=to` (each in its
+/// reseller's time zone), in the order they would go out. `progress` is told of each
+/// subscription done.
+pub fn simulate(
+    subs: &[SubscriptionContext],
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    from: NaiveDate,
+    to: NaiveDate,
+    mut progress: impl FnMut(),
+) -> Result<Vec<SimulatedMail>, CalendarError> {
+    // A window wide enough for every time zone; the local date decides.
+    let window_from = from
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+        - chrono::Duration::days(1);
+    let window_to = to
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+        + chrono::Duration::days(2);
+    let mut mails = Vec::new();
+    for ctx in subs {
+        simulate_one(ctx, settings, calendars, window_from, window_to, &mut mails)?;
+        progress();
+    }
+    mails.retain(|m| m.local_date >= from && m.local_date <= to);
+    mails.sort_by(|a, b| {
+        (a.local_date, a.at, &a.subscription).cmp(&(b.local_date, b.at, &b.subscription))
+    });
+    Ok(mails)
 }

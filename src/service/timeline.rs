@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use super::AppError;
-use super::poll::timeline_input;
+use super::{ServiceError, calendar_for, calendar_name, subscription, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::SubscriptionId;
@@ -66,17 +65,10 @@ pub async fn timeline_report(
     calendars: &CalendarRegistry,
     id: &SubscriptionId,
     at: DateTime<Utc>,
-) -> Result<TimelineReport, AppError> {
-    let ctx = store
-        .subscription_context(id)
-        .await?
-        .ok_or_else(|| AppError::UnknownSubscription(id.as_str().to_owned()))?;
-    let calendar = ctx
-        .reseller
-        .calendar
-        .clone()
-        .unwrap_or_else(|| settings.calendar.default.clone());
-    let cal = calendars.get(&calendar)?;
+) -> Result<TimelineReport, ServiceError> {
+    let ctx = subscription(store, id).await?;
+    let calendar = calendar_name(settings, &ctx.reseller).to_owned();
+    let cal = calendar_for(settings, calendars, &ctx.reseller)?;
     let input = timeline_input(&ctx);
     let timeline = renewal::timeline(&input, &cal, &settings.renewal, at)?;
     let mut states = Vec::new();

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use super::AppError;
-use super::poll::timeline_input;
+use super::{ServiceError, calendar_for, subscription as context_of, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::{EmailAddress, SubscriptionId};
@@ -68,21 +67,13 @@ pub async fn request_disable(
     now: DateTime<Utc>,
     via: &str,
     request_key: &str,
-) -> Result<DisableOutcome, AppError> {
+) -> Result<DisableOutcome, ServiceError> {
     // A concurrent change (a license assigned between decision and commit) makes the guarded
     // write fail; deciding again on the new state is then the right answer.
     for _ in 0..10 {
-        let ctx = store
-            .subscription_context(subscription)
-            .await?
-            .ok_or_else(|| AppError::UnknownSubscription(subscription.as_str().to_owned()))?;
+        let ctx = context_of(store, subscription).await?;
         let tz = ctx.reseller.timezone.tz();
-        let calendar = calendars.get(
-            ctx.reseller
-                .calendar
-                .as_deref()
-                .unwrap_or(&settings.calendar.default),
-        )?;
+        let calendar = calendar_for(settings, calendars, &ctx.reseller)?;
         let input = timeline_input(&ctx);
         let decision = decide_disable(&input, &calendar, &settings.renewal, requested_at)?;
         let sid = subscription.as_str();
@@ -190,7 +181,7 @@ pub async fn request_disable(
             DisableRecorded::Conflict => continue,
         }
     }
-    Err(AppError::Invalid(format!(
+    Err(ServiceError::Invalid(format!(
         "subscription {:?} kept changing while the request was decided; try again",
         subscription.as_str()
     )))

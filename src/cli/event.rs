@@ -1,0 +1,59 @@
+//! `event SUBSCRIPTION EVENT`: a provisioning event recorded, its mail queued once.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::{CliError, input_error};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
+use crate::service::{self, EventOutcome};
+
+/// The event's arguments, parsed; each error names its argument.
+pub(super) fn parse(
+    subscription: &str,
+    event: &str,
+    download_url: Option<String>,
+) -> Result<(SubscriptionId, ProvisioningEvent, Option<DownloadUrl>), CliError> {
+    let id = SubscriptionId::parse(subscription).map_err(|e| input_error("subscription", e))?;
+    let event = ProvisioningEvent::parse(event).map_err(|e| input_error("event", e))?;
+    let url = download_url
+        .map(|u| DownloadUrl::parse(&u))
+        .transpose()
+        .map_err(|e| input_error("--download-url", e))?;
+    Ok((id, event, url))
+}
+
+/// Records the event and says whether its mail was queued or had been before.
+pub(super) async fn run(
+    settings: Settings,
+    clock: SharedClock,
+    subscription: String,
+    event: String,
+    download_url: Option<String>,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let (id, event, url) = parse(&subscription, &event, download_url)?;
+    let store = service::open_store(&settings).await?;
+    let outcome =
+        service::record_event(&store, &settings, clock.now(), &id, event, url.as_ref()).await?;
+    match outcome {
+        EventOutcome::Queued {
+            outbox_id,
+            recipients,
+        } => writeln!(
+            out,
+            "recorded {} for {}: mail #{outbox_id} to {} queued",
+            event.as_str(),
+            id.as_str(),
+            recipients.join(", ")
+        )?,
+        EventOutcome::AlreadyRecorded { outbox_id, state } => writeln!(
+            out,
+            "{} for {} was recorded before: mail #{outbox_id} is {state}; nothing new sent",
+            event.as_str(),
+            id.as_str()
+        )?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! `render KIND --subscription`: the mail that would be sent, rendered as it would go out;
+//! nothing is sent or recorded.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{CliError, input_error};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::domain::{DownloadUrl, SubscriptionId};
+use crate::notify::{NotificationKind, provisioning_key};
+use crate::outbox::Deliverer;
+use crate::service;
+
+/// Renders the mail of `kind` for the subscription: readable, or the raw message with `eml`.
+pub(super) async fn run(
+    settings: Settings,
+    clock: SharedClock,
+    kind: String,
+    subscription: String,
+    download_url: Option<String>,
+    eml: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode, CliError> {
+    let kind = NotificationKind::parse(&kind).map_err(|e| input_error("kind", e))?;
+    let id = SubscriptionId::parse(&subscription).map_err(|e| input_error("--subscription", e))?;
+    let url = download_url
+        .map(|u| DownloadUrl::parse(&u))
+        .transpose()
+        .map_err(|e| input_error("--download-url", e))?;
+    let store = service::open_store(&settings).await?;
+    let ctx = service::subscription(&store, &id).await?;
+    let key = provisioning_key(id.as_str(), kind);
+    let recorded = store.outbox_by_key(&key).await?;
+    let details = match (url, &recorded) {
+        (Some(u), _) => serde_json::json!({"download_url": u.as_str()}),
+        (None, Some(row)) => row.payload.clone(),
+        (None, None) => kind.sample_details(),
+    };
+    let recipients: Vec<String> = kind
+        .recipients(&ctx)
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect();
+    let settings = Arc::new(settings);
+    let deliverer = Deliverer::build(settings, store, clock, "preview".into())?;
+    let (mail, message) = deliverer
+        .compose(kind, &ctx, details, &recipients, &key)
+        .map_err(CliError::Input)?;
+    if eml {
+        out.write_all(&message.formatted())?;
+    } else {
+        writeln!(out, "To: {}", recipients.join(", "))?;
+        writeln!(out, "Subject: {}", mail.subject)?;
+        writeln!(out, "Message-ID: {}", mail.message_id)?;
+        writeln!(out, "\n--- text/plain ---\n{}", mail.text.trim_end())?;
+        writeln!(out, "\n--- text/html ---\n{}", mail.html.trim_end())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,148 @@
+//! The composition root: the daemon's store, send lanes, jobs, HTTP server and puller, started
+//! together and stopped by one cancellation token.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::CliError;
+use crate::clock::SharedClock;
+use crate::config::{Settings, redacted_url};
+use crate::jobs::{self, WorkerError};
+use crate::outbox::{self, Deliverer};
+use crate::service;
+
+/// Starts the daemon and runs it until `shutdown` resolves.
+pub async fn run_daemon(
+    settings: Settings,
+    clock: SharedClock,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CliError> {
+    let settings = Arc::new(settings);
+    let store = service::open_store_patiently(&settings).await?;
+    let name = settings.worker_instance_name();
+    let deliverer = Arc::new(Deliverer::build(
+        settings.clone(),
+        store,
+        clock,
+        name.clone(),
+    )?);
+    info!(
+        worker = %name,
+        database = %redacted_url(&settings.database.url),
+        mail = deliverer.mailer.describe(),
+        templates = %settings.templates.dir.display(),
+        "renewal-worker started"
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let http = if settings.http.bind.is_empty() {
+        None
+    } else {
+        use secrecy::ExposeSecret;
+        let listener = tokio::net::TcpListener::bind(&settings.http.bind)
+            .await
+            .map_err(|e| CliError::Input(format!("http.bind {}: {e}", settings.http.bind)))?;
+        info!(bind = %settings.http.bind, "HTTP API listening");
+        let state = Arc::new(crate::http::HttpState {
+            deliverer: deliverer.clone(),
+            token: settings.http.token.expose_secret().to_owned(),
+        });
+        Some(tokio::spawn(crate::http::serve(
+            listener,
+            state,
+            settings.http.body_limit,
+            stop.clone().cancelled_owned(),
+        )))
+    };
+    let puller = (!settings.source.url.is_empty()).then(|| {
+        let (d, stop) = (deliverer.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(d.settings.source.interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = crate::source::pull(&d.store, &d.settings, &d.calendars, d.clock.now()).await {
+                            warn!(error = %e, "pull from the marketplace failed; next try at the next interval");
+                        }
+                    }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    });
+    run_worker(deliverer.clone(), stop).await?;
+    if let Some(p) = puller {
+        let _ = p.await;
+    }
+    if let Some(server) = http
+        && let Ok(Err(e)) = server.await
+    {
+        warn!(error = %e, "HTTP server stopped with an error");
+    }
+    deliverer.store.close().await;
+    info!("renewal-worker stopped");
+    Ok(())
+}
+
+/// The daemon's work without its HTTP API and puller: the outbox's send lanes and rescuer, and
+/// the queue's jobs, until `stop` is cancelled. Then batches and jobs in hand get
+/// `worker.shutdown_grace` to finish.
+pub async fn run_worker(
+    deliverer: Arc<Deliverer>,
+    stop: CancellationToken,
+) -> Result<(), WorkerError> {
+    // Claims of a daemon that died (this one, before a restart) go back to owed before the
+    // lanes start, then every `worker.redrive_interval`.
+    match deliverer.redrive().await {
+        Ok(expired) => info!(expired_claims = expired, "claims checked at start"),
+        Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),
+    }
+    let rescuer = outbox::spawn_rescuer(&deliverer, stop.clone());
+    let lanes = outbox::spawn_lanes(&deliverer, &stop);
+    let jobs = jobs::run_jobs(deliverer.clone(), stop.clone().cancelled_owned()).await;
+    // The monitor returns once the token is cancelled (or on a fault of its own): stop the
+    // rest too. The lanes stop each after the batch in hand, which has its own deadline.
+    stop.cancel();
+    let grace = deliverer.settings.worker.shutdown_grace;
+    if tokio::time::timeout(grace, futures::future::join_all(lanes))
+        .await
+        .is_err()
+    {
+        warn!(
+            ?grace,
+            "batches still sending at the end of the grace period were left"
+        );
+    }
+    let _ = rescuer.await;
+    jobs
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
