@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::message::{Mailbox, MultiPart, header};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{
@@ -189,19 +189,10 @@ impl Mailer {
         .map_err(|e| MailError::Build(e.to_string()))?;
         builder
             .envelope(envelope)
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(
-                        lettre::message::SinglePart::builder()
-                            .header(header::ContentType::TEXT_PLAIN)
-                            .body(body(&mail.text)),
-                    )
-                    .singlepart(
-                        lettre::message::SinglePart::builder()
-                            .header(header::ContentType::TEXT_HTML)
-                            .body(body(&mail.html)),
-                    ),
-            )
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))
             .map_err(|e| MailError::Build(e.to_string()))
     }
 
@@ -260,70 +251,6 @@ fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
     }
 }
 
-/// A part's body with CRLF line ends, sent as it is (`7bit`) when RFC 2045 allows: ASCII
-/// alone, no NUL, CR only before LF, no line longer than 998 octets. Otherwise lettre picks
-/// quoted-printable or base64. lettre's own choice sends `7bit` only for lines under 76
-/// octets, so it encoded every shipped template (their paragraphs are one line each): the
-/// encoding was about a quarter of composing a mail, and the encoded body is larger.
-fn body(s: &str) -> lettre::message::Body {
-    let (s, seven_bit) = crlf(s);
-    if seven_bit {
-        lettre::message::Body::dangerous_pre_encoded(
-            s.into_bytes(),
-            header::ContentTransferEncoding::SevenBit,
-        )
-    } else {
-        lettre::message::Body::new(s)
-    }
-}
-
-/// Whether CRLF-ended text is `7bit` data in RFC 2045's terms (section 2.7), byte by byte:
-/// the rule as written, which the tests hold `crlf`'s answer to.
-#[cfg(test)]
-fn is_seven_bit(s: &str) -> bool {
-    const MAX_LINE: usize = 998;
-    let b = s.as_bytes();
-    let mut line_start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            0 | 0x80.. => return false,
-            b'\r' if b.get(i + 1) != Some(&b'\n') => return false,
-            b'\n' => {
-                if i == 0 || b[i - 1] != b'\r' || i - 1 - line_start > MAX_LINE {
-                    return false;
-                }
-                line_start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    b.len() - line_start <= MAX_LINE
-}
-
-/// The body with SMTP's line ends (CRLF), made in one pass (lettre makes them by inserting
-/// each `\r` in place, which moves the rest of the body once per line), and whether the result
-/// is `7bit` data in RFC 2045's terms (section 2.7): ASCII, no NUL, no CR but before LF, no
-/// line over 998 octets. Both come from the same walk over the lines: this runs for every
-/// part of every mail.
-fn crlf(s: &str) -> (String, bool) {
-    const MAX_LINE: usize = 998;
-    let mut out = String::with_capacity(s.len() + s.len() / 16);
-    let mut seven_bit = true;
-    for (i, line) in s.split('\n').enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
-        }
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        // No early exit, so that the loop vectorizes; a line's bytes are checked at once.
-        let bad = line
-            .bytes()
-            .fold(false, |bad, b| bad | (b == 0) | (b == b'\r') | (b >= 0x80));
-        seven_bit &= !bad && line.len() <= MAX_LINE;
-        out.push_str(line);
-    }
-    (out, seven_bit)
-}
-
 /// Header values cannot span lines; a template that renders a newline into the subject must
 /// not be able to inject headers.
 fn one_line(s: &str) -> String {
@@ -339,59 +266,52 @@ mod tests {
         assert_eq!(one_line(" a\r\nBcc: x@y\n b "), "a Bcc: x@y b");
     }
 
+    /// Whatever encoding lettre picks, each part decodes to the text it was given (line ends
+    /// aside), the parts are text/plain and text/html, and the wire form is 7-bit safe with
+    /// CRLF line ends of at most 998 octets (RFC 5322).
     #[test]
-    fn bodies_get_crlf_line_ends_once() {
-        assert_eq!(crlf("a\nb\r\nc\n\nd").0, "a\r\nb\r\nc\r\n\r\nd");
-        assert_eq!(crlf("\n").0, "\r\n");
-        assert_eq!(crlf("no end").0, "no end");
-    }
-
-    #[test]
-    fn bodies_go_as_seven_bit_only_where_rfc_2045_allows() {
-        let long = "x".repeat(998);
-        assert!(is_seven_bit(""));
-        assert!(is_seven_bit(&format!("{long}\r\n{long}")));
-        assert!(!is_seven_bit(&format!("{long}x\r\nshort")));
-        assert!(!is_seven_bit(&format!("short\r\n{long}x")));
-        assert!(!is_seven_bit("caf\u{e9}"));
-        assert!(!is_seven_bit("a\0b"));
-        assert!(!is_seven_bit("a\rb"));
-        assert!(!is_seven_bit("a\nb"));
-        assert!(!is_seven_bit("a\r"));
-        use header::ContentTransferEncoding as Cte;
-        assert_eq!(body(&"long line ".repeat(20)).encoding(), Cte::SevenBit);
-        assert_eq!(body("M\u{fc}ller").encoding(), Cte::QuotedPrintable);
-        assert_eq!(body(&format!("{long}x")).encoding(), Cte::QuotedPrintable);
-        assert_eq!(body(&format!("{long}\n{long}")).encoding(), Cte::SevenBit);
-        for bad in ["caf\u{e9}", "ok\n\n\u{7f}\u{80}"] {
-            assert_ne!(body(bad).encoding(), Cte::SevenBit, "{bad:?}");
+    fn parts_decode_to_the_text_they_were_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = crate::config::Settings::from_toml_overlay(&format!(
+            "[mail]\ntransport = \"file\"\nfile_dir = {:?}\n",
+            dir.path()
+        ))
+        .expect("settings");
+        let mailer = Mailer::from_settings(&settings.mail).expect("mailer");
+        let long = "word ".repeat(250);
+        let text = format!("Hello M\u{fc}ller,\n\n{long}\r\nline=end \n\n--\nfooter\n");
+        let html = format!(
+            "<p>Gr\u{fc}\u{df}e &amp; <a href=\"https://x.example/?a=1&b=2\">{long}</a></p>\n"
+        );
+        let mail = OutgoingMail {
+            to: vec!["buyer@acme.example".parse().expect("address")],
+            cc: Vec::new(),
+            subject: "Subject".into(),
+            text: text.clone(),
+            html: html.clone(),
+            message_id: "<m@renewal-worker.invalid>".into(),
+        };
+        let wire = mailer.build_message(&mail).expect("message").formatted();
+        assert!(wire.is_ascii());
+        let wire_text = String::from_utf8(wire.clone()).expect("ascii");
+        for line in wire_text.split("\r\n") {
+            assert!(!line.contains(['\r', '\n']), "a bare line end: {line:?}");
+            assert!(line.len() <= 998, "{} octets: {line:?}", line.len());
         }
-    }
 
-    use proptest::strategy::Strategy as _;
-
-    proptest::proptest! {
-        /// The one-pass answer is the rule's on the text it made, whatever the text: line
-        /// ends of either kind, lone CRs, NULs, non-ASCII, lines around 998 octets.
-        #[test]
-        fn crlf_says_seven_bit_exactly_when_the_rule_does(
-            parts in proptest::collection::vec(
-                proptest::prop_oneof![
-                    proptest::strategy::Just("\n".to_owned()),
-                    proptest::strategy::Just("\r\n".to_owned()),
-                    proptest::strategy::Just("\r".to_owned()),
-                    proptest::strategy::Just("\0".to_owned()),
-                    proptest::strategy::Just("\u{e9}".to_owned()),
-                    (990usize..1000).prop_map(|n| "y".repeat(n)),
-                    "[ -~]{0,20}",
-                ],
-                0..8,
-            )
-        ) {
-            let text = parts.concat();
-            let (out, seven_bit) = crlf(&text);
-            proptest::prop_assert_eq!(seven_bit, is_seven_bit(&out), "{:?}", text);
-            proptest::prop_assert!(!out.replace("\r\n", "").contains('\n'));
-        }
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&wire)
+            .expect("parses");
+        assert_eq!((parsed.text_body.len(), parsed.html_body.len()), (1, 1));
+        use mail_parser::MimeHeaders as _;
+        let is = |part: u32, subtype| {
+            parsed
+                .part(part)
+                .is_some_and(|p| p.is_content_type("text", subtype))
+        };
+        assert!(is(parsed.text_body[0], "plain") && is(parsed.html_body[0], "html"));
+        let lf = |s: &str| s.replace("\r\n", "\n");
+        assert_eq!(lf(&parsed.body_text(0).expect("text")), lf(&text));
+        assert_eq!(lf(&parsed.body_html(0).expect("html")), lf(&html));
     }
 }
