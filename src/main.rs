@@ -6,8 +6,7 @@ use renewal_worker::config::Settings;
 use renewal_worker::telemetry;
 
 /// mimalloc rather than the system's allocator: a mail's rendering and sending allocate
-/// hundreds of small buffers, and glibc's malloc and free were about a tenth of the daemon's
-/// time (README, "Performance").
+/// hundreds of small buffers, which glibc's malloc serves markedly slower (docs/PERFORMANCE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -15,11 +15,14 @@ use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
 use crate::import::{ImportError, RawFile};
+use crate::retry::Backoff;
 use crate::service::{self, EventOutcome, ServiceError};
 use crate::store::{Store, StoreError};
 
 /// The cursor's name in the store.
 const SOURCE: &str = "marketplace";
+/// The longest wait between two tries of one page.
+const MAX_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -86,7 +89,7 @@ async fn fetch(
     if let Some(c) = cursor {
         query.push(("updated_since", c.to_owned()));
     }
-    let mut wait = s.initial_backoff;
+    let backoff = Backoff::new(s.initial_backoff, MAX_WAIT);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -129,9 +132,9 @@ async fn fetch(
         if attempt >= s.max_attempts {
             return Err(result);
         }
+        let wait = backoff.delay(attempt);
         warn!(error = %result, attempt, retry_in = ?wait, "pull failed; retrying");
         tokio::time::sleep(wait).await;
-        wait = wait.saturating_mul(2).min(Duration::from_secs(300));
     }
 }
 
