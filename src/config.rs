@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use lettre::message::Mailbox;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -57,7 +57,8 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     /// The marketplace's changes feed; empty: no pulling.
-    pub url: String,
+    #[serde(deserialize_with = "parse::optional_http_url")]
+    pub url: Option<url::Url>,
     pub token: SecretString,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -73,7 +74,8 @@ pub struct SourceSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Address to listen on; empty: no HTTP API.
-    pub bind: String,
+    #[serde(deserialize_with = "parse::optional_socket_addr")]
+    pub bind: Option<std::net::SocketAddr>,
     pub token: SecretString,
     pub body_limit: usize,
 }
@@ -81,7 +83,8 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollSettings {
-    pub schedule: String,
+    #[serde(deserialize_with = "parse::cron_schedule")]
+    pub schedule: cron::Schedule,
     pub batch_size: u32,
 }
 
@@ -113,8 +116,10 @@ pub enum TransportKind {
 #[serde(deny_unknown_fields)]
 pub struct MailSettings {
     pub transport: TransportKind,
-    pub from: String,
-    pub reply_to: Option<String>,
+    #[serde(deserialize_with = "parse::mailbox")]
+    pub from: Mailbox,
+    #[serde(default, deserialize_with = "parse::optional_mailbox")]
+    pub reply_to: Option<Mailbox>,
     pub file_dir: PathBuf,
     pub message_id_domain: String,
     pub smtp: SmtpSettings,
@@ -270,18 +275,6 @@ impl Settings {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", 0, "must be at least 1"));
         }
-        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(invalid(
-                "mail.from",
-                &self.mail.from,
-                "expected a mailbox such as `Renewals <renewals@example.com>`",
-            ));
-        }
-        if let Some(reply_to) = &self.mail.reply_to
-            && reply_to.parse::<lettre::message::Mailbox>().is_err()
-        {
-            return Err(invalid("mail.reply_to", reply_to, "expected a mailbox"));
-        }
         let domain = &self.mail.message_id_domain;
         if domain.is_empty()
             || !domain
@@ -378,21 +371,7 @@ impl Settings {
                 &e.to_string(),
             ));
         }
-        if cron::Schedule::from_str(&self.poll.schedule).is_err() {
-            return Err(invalid(
-                "poll.schedule",
-                &self.poll.schedule,
-                "expected a cron expression with seconds, like \"0 * * * * *\" (every minute)",
-            ));
-        }
-        if !self.http.bind.is_empty() {
-            if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
-                return Err(invalid(
-                    "http.bind",
-                    &self.http.bind,
-                    "expected an address and port like 127.0.0.1:8080",
-                ));
-            }
+        if self.http.bind.is_some() {
             use secrecy::ExposeSecret;
             if self.http.token.expose_secret().len() < 16 {
                 return Err(invalid(
@@ -402,24 +381,14 @@ impl Settings {
                 ));
             }
         }
-        if !self.source.url.is_empty() {
-            match url::Url::parse(&self.source.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => {
-                    return Err(invalid(
-                        "source.url",
-                        &self.source.url,
-                        "expected an http(s):// URL of the marketplace's changes feed",
-                    ));
-                }
-            }
-            if self.source.page_size == 0 || self.source.max_attempts == 0 {
-                return Err(invalid(
-                    "source.page_size",
-                    self.source.page_size,
-                    "page_size and max_attempts must be at least 1",
-                ));
-            }
+        if self.source.url.is_some()
+            && (self.source.page_size == 0 || self.source.max_attempts == 0)
+        {
+            return Err(invalid(
+                "source.page_size",
+                self.source.page_size,
+                "page_size and max_attempts must be at least 1",
+            ));
         }
         if self.http.body_limit < 1024 {
             return Err(invalid(
@@ -508,6 +477,75 @@ fn hostname_or_default() -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "renewal-worker".to_owned())
+}
+
+/// Settings given as text and parsed once, as they are read: a bad value is refused with what
+/// was expected (figment adds the key), and nothing re-parses the text later.
+mod parse {
+    use std::str::FromStr;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        String::deserialize(d)
+    }
+
+    fn refuse<E: Error>(value: &str, expected: &str) -> E {
+        E::custom(format!("{value:?}: expected {expected}"))
+    }
+
+    pub fn cron_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<cron::Schedule, D::Error> {
+        let s = text(d)?;
+        cron::Schedule::from_str(&s).map_err(|_| {
+            refuse(
+                &s,
+                "a cron expression with seconds, like \"0 * * * * *\" (every minute)",
+            )
+        })
+    }
+
+    pub fn mailbox<'de, D: Deserializer<'de>>(d: D) -> Result<lettre::message::Mailbox, D::Error> {
+        let s = text(d)?;
+        s.parse()
+            .map_err(|_| refuse(&s, "a mailbox such as `Renewals <renewals@example.com>`"))
+    }
+
+    pub fn optional_mailbox<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<lettre::message::Mailbox>, D::Error> {
+        mailbox(d).map(Some)
+    }
+
+    /// Empty: none.
+    pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::net::SocketAddr>, D::Error> {
+        let s = text(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse()
+            .map(Some)
+            .map_err(|_| refuse(&s, "an address and port like 127.0.0.1:8080"))
+    }
+
+    /// Empty: none.
+    pub fn optional_http_url<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<url::Url>, D::Error> {
+        let s = text(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        match url::Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(Some(u)),
+            _ => Err(refuse(
+                &s,
+                "an http(s):// URL of the marketplace's changes feed",
+            )),
+        }
+    }
 }
 
 /// A database URL fit for logs and messages: any password replaced by `***`.

@@ -43,14 +43,12 @@ pub async fn run_daemon(
             stop.cancel();
         }
     });
-    let http = if settings.http.bind.is_empty() {
-        None
-    } else {
+    let http = if let Some(bind) = settings.http.bind {
         use secrecy::ExposeSecret;
-        let listener = tokio::net::TcpListener::bind(&settings.http.bind)
+        let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|e| CliError::Input(format!("http.bind {}: {e}", settings.http.bind)))?;
-        info!(bind = %settings.http.bind, "HTTP API listening");
+            .map_err(|e| CliError::Input(format!("http.bind {bind}: {e}")))?;
+        info!(%bind, "HTTP API listening");
         let state = Arc::new(crate::http::HttpState {
             deliverer: deliverer.clone(),
             token: settings.http.token.expose_secret().to_owned(),
@@ -61,8 +59,10 @@ pub async fn run_daemon(
             settings.http.body_limit,
             stop.clone().cancelled_owned(),
         )))
+    } else {
+        None
     };
-    let puller = (!settings.source.url.is_empty()).then(|| {
+    let puller = settings.source.url.is_some().then(|| {
         let (d, stop) = (deliverer.clone(), stop.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(d.settings.source.interval);

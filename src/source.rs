@@ -74,7 +74,12 @@ fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
         .timeout(settings.source.timeout)
         .build()
         .map_err(|e| SourceError::Fetch {
-            url: settings.source.url.clone(),
+            url: settings
+                .source
+                .url
+                .as_ref()
+                .map(url::Url::to_string)
+                .unwrap_or_default(),
             reason: e.to_string(),
         })
 }
@@ -82,6 +87,7 @@ fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
 async fn fetch(
     http: &reqwest::Client,
     settings: &Settings,
+    url: &url::Url,
     cursor: Option<&str>,
 ) -> Result<Page, SourceError> {
     let s = &settings.source;
@@ -93,14 +99,14 @@ async fn fetch(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut req = http.get(&s.url).query(&query);
+        let mut req = http.get(url.clone()).query(&query);
         if !s.token.expose_secret().is_empty() {
             req = req.bearer_auth(s.token.expose_secret());
         }
         let result = match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 return resp.json::<Page>().await.map_err(|e| SourceError::Page {
-                    url: s.url.clone(),
+                    url: url.to_string(),
                     reason: e.to_string(),
                 });
             }
@@ -114,7 +120,7 @@ async fn fetch(
                     .take(500)
                     .collect();
                 let err = SourceError::Status {
-                    url: s.url.clone(),
+                    url: url.to_string(),
                     status,
                     body,
                 };
@@ -125,7 +131,7 @@ async fn fetch(
                 err
             }
             Err(e) => SourceError::Fetch {
-                url: s.url.clone(),
+                url: url.to_string(),
                 reason: e.to_string(),
             },
         };
@@ -205,16 +211,16 @@ pub async fn pull(
     calendars: &CalendarRegistry,
     now: DateTime<Utc>,
 ) -> Result<PullReport, SourceError> {
-    if settings.source.url.is_empty() {
+    let Some(url) = &settings.source.url else {
         return Err(SourceError::Off);
-    }
+    };
     let http = client(settings)?;
     let mut report = PullReport {
         cursor: store.source_cursor(SOURCE).await?,
         ..PullReport::default()
     };
     loop {
-        let page = fetch(&http, settings, report.cursor.as_deref()).await?;
+        let page = fetch(&http, settings, url, report.cursor.as_deref()).await?;
         report.pages += 1;
         let raw = RawFile {
             resellers: page.resellers,

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use apalis::prelude::*;
 use tracing::{error, info, warn};
 
-use std::str::FromStr;
-
 use apalis_cron::{CronScheduler, Tick};
 
 use super::{DISABLE_QUEUE, DisableRequest, HANDLER_ATTEMPTS, POLL_QUEUE, PollNow};
@@ -152,8 +150,7 @@ pub async fn run_jobs(
 ) -> Result<(), WorkerError> {
     let settings = deliverer.settings.clone();
     let w = &settings.worker;
-    let schedule = cron::Schedule::from_str(&settings.poll.schedule)
-        .map_err(|e| WorkerError::Monitor(format!("poll.schedule: {e}")))?;
+    let schedule = settings.poll.schedule.clone();
 
     let queue_options = QueueOptions {
         batch_size: 1,

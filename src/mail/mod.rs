@@ -79,22 +79,7 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     pub fn from_settings(s: &MailSettings) -> Result<Self, MailError> {
-        let from: Mailbox = s.from.parse().map_err(|e| MailError::Setting {
-            key: "mail.from",
-            value: s.from.clone(),
-            reason: format!("{e}"),
-        })?;
-        let reply_to = s
-            .reply_to
-            .as_ref()
-            .map(|r| {
-                r.parse::<Mailbox>().map_err(|e| MailError::Setting {
-                    key: "mail.reply_to",
-                    value: r.clone(),
-                    reason: format!("{e}"),
-                })
-            })
-            .transpose()?;
+        let (from, reply_to) = (s.from.clone(), s.reply_to.clone());
         let (inner, description) = match s.transport {
             TransportKind::File => {
                 std::fs::create_dir_all(&s.file_dir).map_err(|e| MailError::Setting {
