@@ -67,6 +67,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    fn bad_url(url: &str, reason: impl std::fmt::Display) -> Self {
+        Self::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Which database the store is on (chosen by the URL's scheme).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,10 +91,10 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
         } else {
-            Err(StoreError::BadUrl {
-                url: url.to_owned(),
-                reason: "the scheme must be sqlite:// or postgres://".into(),
-            })
+            Err(StoreError::bad_url(
+                url,
+                "the scheme must be sqlite:// or postgres://",
+            ))
         }
     }
 }
@@ -176,10 +185,7 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::bad_url(url, e))?;
         // Lazy: a database that is down at start (or drops later) is retried on every use
         // instead of failing the start; the daemon keeps going and resumes when it is back.
         let pool = PgPoolOptions::new()
@@ -195,18 +201,15 @@ impl Store {
         max_connections: u32,
         busy_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|e| StoreError::bad_url(url, e))?;
         let filename = options.get_filename().to_owned();
         if let Some(dir) = filename.parent()
             && !dir.as_os_str().is_empty()
             && filename != Path::new(":memory:")
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
-                url: url.to_owned(),
-                reason: format!("cannot create folder {}: {e}", dir.display()),
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::bad_url(url, format!("cannot create folder {}: {e}", dir.display()))
             })?;
         }
         // apalis's own setup would set synchronous=OFF, which can lose owed mail on power
