@@ -26,7 +26,7 @@ async fn poll_bench(backend: Backend) {
     );
     let settings = settings(&db.url, 25, 4);
     let store = open(&settings).await;
-    let took = fill(&store, BOOK, DUE).await;
+    let took = fill(&db.url, BOOK, DUE).await;
     println!(
         "  filled {BOOK} subscriptions in {:.1} s",
         took.as_secs_f64()
@@ -39,7 +39,7 @@ async fn poll_bench(backend: Backend) {
     let store = service::open_store(&settings).await.expect("reopen");
     println!(
         "  query plan: {}",
-        store.explain_due_query().await.expect("explain")
+        support::explain::due_query(&db.url).await.expect("explain")
     );
     let calendars = settings.calendars().expect("calendars");
     // The 30-day reminder of every due subscription falls due at this instant.
@@ -80,7 +80,7 @@ async fn main() {
     let db = BenchDb::new(Backend::Sqlite).await.expect("db");
     let settings = settings(&db.url, 25, 4);
     let store = open(&settings).await;
-    fill(&store, SIMULATED, 0).await;
+    fill(&db.url, SIMULATED, 0).await;
     let calendars = settings.calendars().expect("calendars");
     let t = Instant::now();
     let subs = store.active_subscription_contexts().await.expect("load");

@@ -126,7 +126,7 @@ async fn raw_commits(backend: Backend, c: usize) -> f64 {
     let db = BenchDb::new(backend).await.expect("database");
     let settings = settings(&db.url, 25, c);
     let store = open(&settings).await;
-    fill(&store, 1, 0).await;
+    fill(&db.url, 1, 0).await;
     store.close().await;
     const INSERT: &str = "INSERT INTO outbox (key, kind, subscription_id, recipients, payload, \
         message_id, state, attempts, next_attempt_at, created_at) \
@@ -196,7 +196,7 @@ async fn batch_store_work(backend: Backend) -> (f64, f64, f64) {
     let db = BenchDb::new(backend).await.expect("database");
     let settings = settings(&db.url, 25, 16);
     let store = open(&settings).await;
-    fill(&store, E2E_MAILS, 0).await;
+    fill(&db.url, E2E_MAILS, 0).await;
     owe_ready_mails(&store, &settings, E2E_MAILS).await;
     let batch = settings.worker.send_batch;
     let (mut claiming, mut recording) = (Duration::ZERO, Duration::ZERO);
@@ -263,7 +263,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
     let db = BenchDb::new(backend).await.expect("database");
     let settings = settings(&db.url, sink.port, c);
     let store = open(&settings).await;
-    fill(&store, n, 0).await;
+    fill(&db.url, n, 0).await;
     let enqueue = owe_ready_mails(&store, &settings, n).await;
     let before = sink.count();
     let sessions = sink.sessions();
@@ -446,7 +446,7 @@ async fn memory(backend: Backend, sink: &Sink) {
     let _ = stop(child);
     println!("  idle daemon: peak RSS {idle_peak:.1} MiB (now {idle_now:.1} MiB)");
 
-    fill(&store, BACKLOG, 0).await;
+    fill(&db.url, BACKLOG, 0).await;
     let t = owe_ready_mails(&store, &s, BACKLOG).await;
     println!(
         "  {BACKLOG} mails owed in {:.1} s ({:.0} events recorded/s)",
@@ -527,7 +527,7 @@ async fn bench_main() {
         let db = BenchDb::new(Backend::Sqlite).await.expect("db");
         let s = settings(&db.url, sink.port, 1);
         let store = open(&s).await;
-        fill(&store, 1, 0).await;
+        fill(&db.url, 1, 0).await;
         let ctx = store
             .subscription_context(&SubscriptionId::parse("BENCH-00000000").expect("id"))
             .await

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod explain;
+pub mod synthetic;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -173,22 +176,23 @@ pub async fn open(settings: &Settings) -> Store {
     store
 }
 
-/// `n` subscriptions `BENCH-00000000`...; `due` of them with a reminder due on 2026-11-18.
-pub async fn fill(store: &Store, n: u64, due: u64) -> Duration {
+/// `n` subscriptions `BENCH-00000000`... in the database at `url`; `due` of them with a
+/// reminder due on 2026-11-18.
+pub async fn fill(url: &str, n: u64, due: u64) -> Duration {
     let later: DateTime<Utc> = "2099-01-01T00:00:00Z".parse().expect("instant");
     let t = Instant::now();
-    store
-        .insert_synthetic_subscriptions(
-            "BR",
-            "BC",
-            n,
-            due,
-            date("2025-12-28"),
-            date("2026-12-28"),
-            later,
-        )
-        .await
-        .expect("fill");
+    synthetic::insert_synthetic_subscriptions(
+        url,
+        "BR",
+        "BC",
+        n,
+        due,
+        date("2025-12-28"),
+        date("2026-12-28"),
+        later,
+    )
+    .await
+    .expect("fill");
     t.elapsed()
 }
 

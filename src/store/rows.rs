@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{DbRow, OutboxState, StoreError, from_millis};
+use super::sql::{DbRow, from_millis};
+use super::{OutboxState, StoreError};
 use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
     SubscriptionId, TimeZoneName,

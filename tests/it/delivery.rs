@@ -776,7 +776,9 @@ async fn a_batch_claim_walks_the_owed_index_right_after_a_burst_of_owed_mail() {
         };
         owe_ready_at(&app.store, &app.settings, i, at).await;
     }
-    let claim = app.store.explain_claim(32).await.unwrap();
+    let claim = crate::explain::claim(&app.settings.database.url, 32)
+        .await
+        .unwrap();
     match backend() {
         Backend::Sqlite => {
             assert!(claim.contains("INDEX outbox_owed"), "{claim}");
@@ -814,7 +816,9 @@ async fn a_batch_record_probes_the_primary_key_right_after_a_burst_of_owed_mail(
         });
     }
     lanes.join_all().await;
-    let record = app.store.explain_mark_sent(32).await.unwrap();
+    let record = crate::explain::mark_sent(&app.settings.database.url, 32)
+        .await
+        .unwrap();
     match backend() {
         Backend::Sqlite => {
             assert!(record.contains("USING INTEGER PRIMARY KEY"), "{record}");

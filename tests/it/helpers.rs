@@ -601,20 +601,20 @@ pub async fn postgres_app(sink: &SmtpSink) -> TestApp {
 
 /// Adds `n` subscriptions `BENCH-00000000`... of R1/C1, none due for renewal work.
 pub async fn add_synthetic_subscriptions(app: &TestApp, n: u64) {
-    app.store
-        .insert_synthetic_subscriptions(
-            "R1",
-            "C1",
-            n,
-            0,
-            chrono::NaiveDate::from_ymd_opt(2026, 1, 10).unwrap(),
-            chrono::NaiveDate::from_ymd_opt(2027, 1, 10).unwrap(),
-            chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
-                .unwrap()
-                .to_utc(),
-        )
-        .await
-        .unwrap();
+    crate::synthetic::insert_synthetic_subscriptions(
+        &app.settings.database.url,
+        "R1",
+        "C1",
+        n,
+        0,
+        chrono::NaiveDate::from_ymd_opt(2026, 1, 10).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2027, 1, 10).unwrap(),
+        chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc(),
+    )
+    .await
+    .unwrap();
 }
 
 /// Records the `ready` event of synthetic subscription `i`: one mail owed.

@@ -5,13 +5,18 @@
 
 #[macro_use]
 mod helpers;
+// Shared with the benchmarks: the plans of the store's own statements, and a synthetic book.
 mod cli;
 mod delivery;
 mod disable;
+#[path = "../../benches/support/explain.rs"]
+mod explain;
 mod http;
 mod outage;
 mod renewal;
 mod scale;
 mod secrets;
 mod source;
+#[path = "../../benches/support/synthetic.rs"]
+mod synthetic;
 mod templates;

@@ -371,7 +371,9 @@ async fn london_across_easter_and_the_clocks_going_forward() {
 on_both_backends!(async the_poll_reads_the_next_due_index);
 async fn the_poll_reads_the_next_due_index() {
     let app = TestApp::new(None, "").await;
-    let plan = app.store.explain_due_query().await.unwrap();
+    let plan = crate::explain::due_query(&app.settings.database.url)
+        .await
+        .unwrap();
     match backend() {
         Backend::Sqlite => {
             assert!(
