@@ -232,30 +232,23 @@ impl Store {
     }
 
     /// Applies our migrations and the job queue's, each with its own ledger so the two sets
-    /// never see each other as "missing" migrations. Mail was once queued as a job per mail;
-    /// the outbox is its queue now, and jobs of that kind left from then are removed (none
-    /// would ever run).
+    /// never see each other as "missing" migrations.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
+            // The queue's tables first: a migration of ours may read or clean them.
             Db::Sqlite(p) => {
-                sqlx::migrate!("./migrations/sqlite").run(p).await?;
                 let mut queue = apalis_sqlite::SqliteStorage::migrations();
                 queue.dangerous_set_table_name("_apalis_migrations");
                 queue.run(p).await?;
-                sqlx::query("DELETE FROM Jobs WHERE job_type = 'renewal-worker.send'")
-                    .execute(p)
-                    .await?;
+                sqlx::migrate!("./migrations/sqlite").run(p).await?;
             }
             Db::Postgres(p) => {
                 // Several daemons may start at once: migrations take a database lock, so one
                 // applies them and the others find them applied.
-                sqlx::migrate!("./migrations/postgres").run(p).await?;
                 let mut queue = apalis_postgres::PostgresStorage::<()>::migrations();
                 queue.dangerous_set_table_name("_apalis_migrations");
                 queue.run(p).await?;
-                sqlx::query("DELETE FROM apalis.jobs WHERE job_type = 'renewal-worker.send'")
-                    .execute(p)
-                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(p).await?;
             }
         }
         Ok(())

@@ -925,6 +925,7 @@ async fn a_send_whose_claim_was_lost_is_kept_as_an_attempt_only() {
 // would wait forever, and are removed when the schema is brought up to date.
 on_both_backends!(async send_jobs_of_an_older_version_are_removed_with_the_schema_update);
 async fn send_jobs_of_an_older_version_are_removed_with_the_schema_update() {
+    use sqlx::Connection;
     let app = TestApp::new(None, "").await;
     let old = renewal_worker::store::QueuedJob {
         queue: renewal_worker::jobs::SEND_QUEUE,
@@ -940,10 +941,27 @@ async fn send_jobs_of_an_older_version_are_removed_with_the_schema_update() {
         .unwrap();
     let now = chrono::Utc::now() + chrono::Duration::seconds(2);
     assert_eq!(app.store.queue_stats(now).await.unwrap().pending_jobs, 2);
+    // As a database of the older release: the migration that removes them not yet applied.
+    let forget = "DELETE FROM _sqlx_migrations WHERE version = 20261207000001";
+    let url = &app.settings.database.url;
+    let removed = match backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(forget).execute(&mut c).await.unwrap().rows_affected()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(forget).execute(&mut c).await.unwrap().rows_affected()
+        }
+    };
+    assert_eq!(removed, 1, "the migration was applied once");
     app.store.migrate().await.unwrap();
     assert_eq!(
         app.store.queue_stats(now).await.unwrap().pending_jobs,
         1,
         "the poll job stays"
     );
+    // Once: a later start finds nothing to do.
+    app.store.migrate().await.unwrap();
+    assert_eq!(app.store.queue_stats(now).await.unwrap().pending_jobs, 1);
 }
