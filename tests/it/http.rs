@@ -328,6 +328,69 @@ async fn metrics_count_real_work() {
     assert!(after.contains("renewal_worker_queue_depth"), "{after}");
 }
 
+/// Every write under `/subscriptions/{id}` reads its request alike: the path's id first, then
+/// the body as a JSON object, then each field, every error naming what is at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_reads_its_request_alike() {
+    let api = Api::start().await;
+    for (method, route) in [
+        ("put", ""),
+        ("post", "/events"),
+        ("put", "/licenses"),
+        ("post", "/disable-auto-renew"),
+    ] {
+        let (status, body) = api
+            .call(
+                method,
+                &format!("/subscriptions/bad!id{route}"),
+                Some(json!([1])),
+            )
+            .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("id")),
+            "{method} {route}: {body}"
+        );
+        let (status, body) = api
+            .call(
+                method,
+                &format!("/subscriptions/S1{route}"),
+                Some(json!([1])),
+            )
+            .await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "the body must be a JSON object", "field": null})
+            ),
+            "{method} {route}"
+        );
+    }
+    for (route, field) in [
+        ("/events", "event"),
+        ("/disable-auto-renew", "requested_by"),
+    ] {
+        let path = format!("/subscriptions/S1{route}");
+        let (status, body) = api.call("post", &path, Some(json!({}))).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": format!("`{field}` is required"), "field": field})
+            )
+        );
+        let (status, body) = api.call("post", &path, Some(json!({field: 5}))).await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": format!("`{field}` must be a string"), "field": field})
+            )
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_exactly_the_routes() {
     let api = Api::start().await;
