@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use renewal_worker::config::Settings;
 use renewal_worker::mail::{Mailer, OutgoingMail};
-use renewal_worker::notify::{MailContext, NotificationKind, Renderer, message_id, sample_context};
+use renewal_worker::notify::{
+    MailContext, MailFacts, NotificationKind, Renderer, message_id, sample_context,
+};
 
 const ROUNDS: u32 = 20_000;
 
@@ -45,7 +47,7 @@ async fn main() {
         "kind (µs per mail)", "context", "render", "message", "wire", "all", "bytes"
     );
     for kind in NotificationKind::ALL {
-        let details = kind.sample_details();
+        let details = MailFacts::sample(kind);
         let context =
             per_call(|| MailContext::new(kind, &ctx, &settings.marketplace, details.clone()));
         let mail_ctx = MailContext::new(kind, &ctx, &settings.marketplace, details.clone());

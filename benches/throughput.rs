@@ -41,7 +41,7 @@ use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderEx
 use lettre::AsyncTransport;
 use renewal_worker::clock::SystemClock;
 use renewal_worker::domain::SubscriptionId;
-use renewal_worker::notify::NotificationKind;
+use renewal_worker::notify::{MailFacts, NotificationKind};
 use renewal_worker::outbox::Deliverer;
 use renewal_worker::store::{AttemptOutcome, FinishedAttempt, JobQueue, QueueOptions, QueuedJob};
 use support::{
@@ -544,7 +544,7 @@ async fn bench_main() {
             .compose(
                 NotificationKind::Ready,
                 &ctx,
-                serde_json::json!({}),
+                MailFacts::Ready {},
                 &["it@bench.example".to_owned()],
                 "bench:ready",
             )

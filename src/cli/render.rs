@@ -9,7 +9,7 @@ use super::{CliError, input_error};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, SubscriptionId};
-use crate::notify::{NotificationKind, provisioning_key};
+use crate::notify::{ActivatedFacts, MailFacts, NotificationKind, address_list, provisioning_key};
 use crate::outbox::Deliverer;
 use crate::service;
 
@@ -33,16 +33,16 @@ pub(super) async fn run(
     let ctx = service::subscription(&store, &id).await?;
     let key = provisioning_key(id.as_str(), kind);
     let recorded = store.outbox_by_key(&key).await?;
+    // A given download URL is previewed with any kind, as it would be recorded for
+    // `activated`; only that kind's templates show it.
     let details = match (url, &recorded) {
-        (Some(u), _) => serde_json::json!({"download_url": u.as_str()}),
-        (None, Some(row)) => row.payload.clone(),
-        (None, None) => kind.sample_details(),
+        (Some(u), _) => MailFacts::Activated(ActivatedFacts { download_url: u }),
+        (None, Some(row)) => {
+            MailFacts::parse(kind, &row.payload).map_err(|e| CliError::Input(e.to_string()))?
+        }
+        (None, None) => MailFacts::sample(kind),
     };
-    let recipients: Vec<String> = kind
-        .recipients(&ctx)
-        .iter()
-        .map(|e| e.as_str().to_owned())
-        .collect();
+    let recipients = address_list(&kind.recipients(&ctx));
     let settings = Arc::new(settings);
     let deliverer = Deliverer::build(settings, store, clock, "preview".into())?;
     let (mail, message) = deliverer

@@ -33,6 +33,12 @@ impl fmt::Display for TimeZoneName {
     }
 }
 
+impl From<Tz> for TimeZoneName {
+    fn from(tz: Tz) -> Self {
+        Self(tz)
+    }
+}
+
 text_serde!(TimeZoneName);
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
 
-use super::{MailContext, NotificationKind};
+use super::{MailContext, MailFacts, NotificationKind};
 use crate::config::MarketplaceSettings;
 use crate::model::SubscriptionContext;
 
@@ -103,7 +103,7 @@ impl Renderer {
         for kind in NotificationKind::ALL {
             renderer.render(
                 kind,
-                &MailContext::new(kind, &sample, marketplace, kind.sample_details()),
+                &MailContext::new(kind, &sample, marketplace, MailFacts::sample(kind)),
             )?;
         }
         Ok(renderer)
@@ -234,7 +234,12 @@ mod tests {
         let renderer = Renderer::load(&dir, &settings.marketplace).expect("load");
         let kind = NotificationKind::Ready;
         let sample = sample_context();
-        let ctx = MailContext::new(kind, &sample, &settings.marketplace, kind.sample_details());
+        let ctx = MailContext::new(
+            kind,
+            &sample,
+            &settings.marketplace,
+            MailFacts::sample(kind),
+        );
         let r = renderer.render(kind, &ctx).expect("render");
         assert!(r.html.starts_with("<!DOCTYPE html>"), "{}", r.html);
         assert!(r.html.contains("<title>Your subscription is ready</title>"));

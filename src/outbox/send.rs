@@ -7,10 +7,10 @@ use lettre::Address;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Deliverer, Delivery, OutboxError};
-use crate::domain::SubscriptionId;
+use crate::domain::{EmailAddress, SubscriptionId};
 use crate::mail::{OutgoingMail, SendError};
 use crate::model::SubscriptionContext;
-use crate::notify::{MailContext, NotificationKind, message_id};
+use crate::notify::{MailContext, MailFacts, NotificationKind, ReminderFacts, message_id};
 use crate::retry::Backoff;
 use crate::store::{AttemptOutcome, FinishedAttempt, StoreError};
 
@@ -37,7 +37,7 @@ enum Prepared {
 /// Why a reminder recorded earlier should no longer go out, if it should not: mail about a
 /// renewal that can no longer be stopped, or that will not happen, is worse than none.
 fn stale_reminder(
-    payload: &serde_json::Value,
+    facts: &ReminderFacts,
     ctx: &SubscriptionContext,
     now: DateTime<Utc>,
 ) -> Option<String> {
@@ -45,47 +45,35 @@ fn stale_reminder(
     if !s.auto_renew || s.renewal.disable_effective_term_end.is_some() {
         return Some("auto-renew was turned off before it went out".into());
     }
-    let term_end = payload["term_end"].as_str().unwrap_or_default();
-    if term_end != s.term_end.to_string() {
+    if facts.term_end != s.term_end {
         return Some(format!(
-            "it was for the term ending {term_end}, which is over"
+            "it was for the term ending {}, which is over",
+            facts.term_end
         ));
     }
-    match payload["cutoff_at"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-    {
-        Some(cutoff) if now >= cutoff => {
-            Some(format!("the cutoff {cutoff} passed before it went out"))
-        }
-        Some(_) => None,
-        None => Some("it carries no cutoff".into()),
-    }
+    let cutoff = facts.cutoff_at;
+    (now >= cutoff).then(|| format!("the cutoff {cutoff} passed before it went out"))
 }
 
 impl Deliverer {
-    /// Renders a mail of `kind` for a subscription, as it would be sent.
+    /// Renders a mail of `kind` for a subscription with `details` (the facts of that kind but in
+    /// a preview), as it would be sent.
     pub fn compose(
         &self,
         kind: NotificationKind,
         ctx: &SubscriptionContext,
-        details: serde_json::Value,
+        details: MailFacts,
         recipients: &[String],
         key: &str,
     ) -> Result<(OutgoingMail, lettre::Message), String> {
-        let parse = |r: &str| {
-            r.parse::<Address>()
-                .map_err(|e| format!("recipient {r:?} is not an address: {e}"))
-        };
         let to = recipients
             .iter()
-            .map(|r| parse(r))
+            .map(|r| {
+                r.parse::<Address>()
+                    .map_err(|e| format!("recipient {r:?} is not an address: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let cc = details["cc"]
-            .as_array()
-            .map(|list| list.iter().filter_map(|v| v.as_str()).map(parse).collect())
-            .transpose()?
-            .unwrap_or_default();
+        let cc = details.cc().iter().map(EmailAddress::to_address).collect();
         let mail_ctx = MailContext::new(kind, ctx, &self.settings.marketplace, details);
         let rendered = self
             .renderer
@@ -114,13 +102,11 @@ impl Deliverer {
         started_at: DateTime<Utc>,
         deadline: std::time::Instant,
     ) -> Result<MailEnd, OutboxError> {
-        let crate::store::Claimed { mut row, context } = claim;
+        let crate::store::Claimed { row, context } = claim;
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
-            // The mail's facts go into its rendering; nothing reads them afterwards.
-            let details = std::mem::take(&mut row.payload);
-            let result = match self.prepare(&row, details, context) {
+            let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
@@ -211,12 +197,11 @@ impl Deliverer {
         .await
     }
 
-    /// Renders the mail of `row` from its facts (`details`, its payload), or says why it is
-    /// no longer worth sending.
+    /// Renders the mail of `row` from its facts (its payload), or says why it is no longer
+    /// worth sending. Facts that are not those of its kind fail it for good, as a broken row.
     fn prepare(
         &self,
         row: &crate::store::OutboxRow,
-        details: serde_json::Value,
         context: Result<Option<SubscriptionContext>, StoreError>,
     ) -> Result<Prepared, SendError> {
         let permanent = |detail: String| SendError::Permanent { code: None, detail };
@@ -233,8 +218,9 @@ impl Deliverer {
                     row.subscription_id
                 ))
             })?;
-        if kind == NotificationKind::RenewalReminder
-            && let Some(reason) = stale_reminder(&details, &ctx, self.clock.now())
+        let details = MailFacts::parse(kind, &row.payload).map_err(|e| permanent(e.to_string()))?;
+        if let MailFacts::RenewalReminder(reminder) = &details
+            && let Some(reason) = stale_reminder(reminder, &ctx, self.clock.now())
         {
             return Ok(Prepared::Stale(reason));
         }

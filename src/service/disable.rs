@@ -3,13 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 
 use super::{ServiceError, calendar_for, subscription as context_of, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
 use crate::domain::{EmailAddress, SubscriptionId};
-use crate::notify::{NotificationKind, message_id};
+use crate::notify::{
+    DisabledFacts, MailFacts, RejectedFacts, address_list, answer_recipients, disabled_key,
+    message_id, rejected_key,
+};
 use crate::renewal::{DisableDecision, decide_disable};
 use crate::store::{DisableRecord, DisableRecorded, DisableRow, NewNotification, Store};
 
@@ -93,12 +95,9 @@ pub async fn request_disable(
             renews_once_more: false,
             switch_off: false,
         };
-        let mut recipients = vec![requested_by.as_str().to_owned()];
-        if ctx.reseller.email != *requested_by {
-            recipients.push(ctx.reseller.email.as_str().to_owned());
-        }
+        let recipients = address_list(&answer_recipients(requested_by, &ctx));
         let domain = settings.mail.message_id_domain.clone();
-        let mut mail: Option<(String, NotificationKind, serde_json::Value)> = None;
+        let mut mail: Option<(String, MailFacts)> = None;
         let mut original: Option<DisableRow> = None;
         match decision {
             DisableDecision::Accepted {
@@ -113,14 +112,13 @@ pub async fn request_disable(
                 record.reason = renews_once_more.then(|| "after_cutoff".to_owned());
                 // One confirmation per subscription: a request is final.
                 mail = Some((
-                    format!("{sid}/auto_renew_disabled"),
-                    NotificationKind::AutoRenewDisabled,
-                    json!({
-                        "effective_term_end": effective_term_end,
-                        "renews_once_more": renews_once_more,
-                        "term_end": input.term_end,
-                        "requested_by": requested_by.as_str(),
-                        "cutoff_at": cutoff_at.with_timezone(&tz).to_rfc3339(),
+                    disabled_key(sid),
+                    MailFacts::AutoRenewDisabled(DisabledFacts {
+                        effective_term_end,
+                        renews_once_more,
+                        term_end: input.term_end,
+                        requested_by: requested_by.clone(),
+                        cutoff_at: cutoff_at.with_timezone(&tz).fixed_offset(),
                     }),
                 ));
             }
@@ -131,12 +129,11 @@ pub async fn request_disable(
                 record.accepted = false;
                 record.reason = Some(reason.as_str().to_owned());
                 mail = Some((
-                    format!("{sid}/disable_rejected/{request_key}"),
-                    NotificationKind::DisableRejected,
-                    json!({
-                        "assigned_licenses": assigned_licenses,
-                        "requested_by": requested_by.as_str(),
-                        "term_end": input.term_end,
+                    rejected_key(sid, request_key),
+                    MailFacts::DisableRejected(RejectedFacts {
+                        assigned_licenses,
+                        requested_by: requested_by.clone(),
+                        term_end: input.term_end,
                     }),
                 ));
             }
@@ -155,13 +152,13 @@ pub async fn request_disable(
         }
         let recorded = store
             .record_disable(&record, now, |_| {
-                mail.map(|(key, kind, payload)| NewNotification {
+                mail.map(|(key, facts)| NewNotification {
                     message_id: message_id(&key, &domain),
                     key,
-                    kind: kind.as_str().to_owned(),
+                    kind: facts.kind().as_str().to_owned(),
                     subscription_id: sid.to_owned(),
                     recipients,
-                    payload,
+                    payload: facts.to_payload(),
                 })
                 .into_iter()
                 .collect()

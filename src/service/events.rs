@@ -2,13 +2,14 @@
 //! outbox once per (subscription, event) however often the event arrives.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tracing::info;
 
 use super::ServiceError;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
-use crate::notify::{NotificationKind, message_id, provisioning_key};
+use crate::notify::{
+    ActivatedFacts, MailFacts, NotificationKind, address_list, message_id, provisioning_key,
+};
 use crate::store::{Enqueued, NewNotification, Store};
 
 /// What recording a provisioning event did.
@@ -34,7 +35,9 @@ pub async fn record_event(
     download_url: Option<&DownloadUrl>,
 ) -> Result<EventOutcome, ServiceError> {
     let details = match (event, download_url) {
-        (ProvisioningEvent::Activated, Some(url)) => json!({"download_url": url.as_str()}),
+        (ProvisioningEvent::Activated, Some(url)) => MailFacts::Activated(ActivatedFacts {
+            download_url: url.clone(),
+        }),
         (ProvisioningEvent::Activated, None) => {
             return Err(ServiceError::Invalid(
                 "`activated` needs --download-url (an https:// link to the vendor portal)".into(),
@@ -47,23 +50,20 @@ pub async fn record_event(
                 event.as_str()
             )));
         }
-        (_, None) => json!({}),
+        (ProvisioningEvent::Ready, None) => MailFacts::Ready {},
+        (ProvisioningEvent::OrderProcessed, None) => MailFacts::OrderProcessed {},
     };
     let ctx = super::subscription(store, subscription).await?;
     let kind = NotificationKind::from(event);
     let key = provisioning_key(subscription.as_str(), kind);
-    let recipients: Vec<String> = kind
-        .recipients(&ctx)
-        .iter()
-        .map(|e| e.as_str().to_owned())
-        .collect();
+    let recipients = address_list(&kind.recipients(&ctx));
     let new = NewNotification {
         message_id: message_id(&key, &settings.mail.message_id_domain),
         key,
         kind: kind.as_str().to_owned(),
         subscription_id: subscription.as_str().to_owned(),
         recipients: recipients.clone(),
-        payload: details,
+        payload: details.to_payload(),
     };
     let outcome = store.enqueue_notification(&new, now).await?;
     Ok(match outcome {

@@ -6,14 +6,17 @@
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::{ServiceError, calendar_for, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
+use crate::domain::TimeZoneName;
 use crate::model::SubscriptionContext;
-use crate::notify::{NotificationKind, message_id, reminder_key, term_key};
+use crate::notify::{
+    EndedFacts, MailFacts, NotificationKind, ReminderFacts, RenewedFacts, address_list, message_id,
+    reminder_key, term_key,
+};
 use crate::outbox::Deliverer;
 use crate::renewal::TimelineInput;
 use crate::renewal::plan::SkipReason;
@@ -200,17 +203,16 @@ fn recorded_as(
     let sid = ctx.subscription.id.as_str();
     let domain = &settings.mail.message_id_domain;
     let tz = input.tz;
-    let owed = |key: String, kind: NotificationKind, payload: serde_json::Value| NewNotification {
-        message_id: message_id(&key, domain),
-        key,
-        kind: kind.as_str().to_owned(),
-        subscription_id: sid.to_owned(),
-        recipients: kind
-            .recipients(ctx)
-            .iter()
-            .map(|e| e.as_str().to_owned())
-            .collect(),
-        payload,
+    let owed = |key: String, facts: MailFacts| {
+        let kind = facts.kind();
+        NewNotification {
+            message_id: message_id(&key, domain),
+            key,
+            kind: kind.as_str().to_owned(),
+            subscription_id: sid.to_owned(),
+            recipients: address_list(&kind.recipients(ctx)),
+            payload: facts.to_payload(),
+        }
     };
     let notifications = step
         .mails
@@ -224,28 +226,26 @@ fn recorded_as(
                 skip,
             } => {
                 let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&tz);
-                let cc: Vec<&str> = if settings.renewal.reminder_cc_customer {
-                    vec![ctx.customer.email.as_str()]
+                let cc = if settings.renewal.reminder_cc_customer {
+                    vec![ctx.customer.email.clone()]
                 } else {
                     vec![]
                 };
-                let payload = json!({
-                    "term_end": term_end,
-                    "offset": offset,
-                    "cutoff_date": cutoff_date,
-                    "cutoff_at": cutoff_at.with_timezone(&tz).to_rfc3339(),
-                    "cutoff_deadline": format!("{} ({})", last_minute.format("%A %Y-%m-%d, %H:%M %Z"), tz.name()),
-                    "timezone": tz.name(),
-                    "cc": cc,
-                });
-                (
-                    owed(
-                        reminder_key(sid, term_end, &offset),
-                        NotificationKind::RenewalReminder,
-                        payload,
+                let key = reminder_key(sid, term_end, &offset);
+                let facts = MailFacts::RenewalReminder(ReminderFacts {
+                    term_end,
+                    offset,
+                    cutoff_date,
+                    cutoff_at: cutoff_at.with_timezone(&tz).fixed_offset(),
+                    cutoff_deadline: format!(
+                        "{} ({})",
+                        last_minute.format("%A %Y-%m-%d, %H:%M %Z"),
+                        tz.name()
                     ),
-                    skip.map(|r| reason_text(r).to_owned()),
-                )
+                    timezone: TimeZoneName::from(tz),
+                    cc,
+                });
+                (owed(key, facts), skip.map(|r| reason_text(r).to_owned()))
             }
             StepMail::Renewed {
                 term_end,
@@ -254,17 +254,19 @@ fn recorded_as(
             } => (
                 owed(
                     term_key(sid, NotificationKind::SubscriptionRenewed, term_end),
-                    NotificationKind::SubscriptionRenewed,
-                    json!({"term_end": term_end, "new_term_start": term_end,
-                           "new_term_end": new_term_end, "renews_again": renews_again}),
+                    MailFacts::SubscriptionRenewed(RenewedFacts {
+                        term_end,
+                        new_term_start: term_end,
+                        new_term_end,
+                        renews_again,
+                    }),
                 ),
                 None,
             ),
             StepMail::Ended { term_end } => (
                 owed(
                     term_key(sid, NotificationKind::SubscriptionEnded, term_end),
-                    NotificationKind::SubscriptionEnded,
-                    json!({"term_end": term_end}),
+                    MailFacts::SubscriptionEnded(EndedFacts { term_end }),
                 ),
                 None,
             ),
@@ -325,4 +327,72 @@ async fn poll_on(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeZone};
+    use serde_json::json;
+
+    use super::*;
+    use crate::notify::sample_context;
+
+    // New rows store their facts exactly as the previous release's `json!` objects did.
+    #[test]
+    fn recorded_mails_store_their_facts_as_before() {
+        let settings =
+            Settings::from_toml_overlay("[renewal]\nreminder_cc_customer = true\n").unwrap();
+        let ctx = sample_context();
+        let input = timeline_input(&ctx);
+        let tz = input.tz;
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let cutoff_at = Utc.with_ymd_and_hms(2026, 12, 19, 5, 0, 0).unwrap();
+        let step = Step {
+            mails: vec![
+                StepMail::Reminder {
+                    term_end: d(2026, 12, 28),
+                    offset: "10bd".into(),
+                    cutoff_date: d(2026, 12, 18),
+                    cutoff_at,
+                    skip: None,
+                },
+                StepMail::Renewed {
+                    term_end: d(2026, 12, 28),
+                    new_term_end: d(2027, 12, 28),
+                    renews_again: true,
+                },
+                StepMail::Ended {
+                    term_end: d(2027, 12, 28),
+                },
+            ],
+            change: StepChange::None,
+            cancel_pending_reminders: false,
+            next_due_at: None,
+            then: None,
+        };
+        let planned = recorded_as(&settings, &ctx, &input, step);
+        let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&tz);
+        let before = [
+            json!({
+                "term_end": d(2026, 12, 28),
+                "offset": "10bd",
+                "cutoff_date": d(2026, 12, 18),
+                "cutoff_at": cutoff_at.with_timezone(&tz).to_rfc3339(),
+                "cutoff_deadline": format!("{} ({})", last_minute.format("%A %Y-%m-%d, %H:%M %Z"), tz.name()),
+                "timezone": tz.name(),
+                "cc": [ctx.customer.email.as_str()],
+            }),
+            json!({"term_end": d(2026, 12, 28), "new_term_start": d(2026, 12, 28),
+                   "new_term_end": d(2027, 12, 28), "renews_again": true}),
+            json!({"term_end": d(2027, 12, 28)}),
+        ];
+        let stored: Vec<String> = planned
+            .update
+            .notifications
+            .iter()
+            .map(|(n, _)| n.payload.to_string())
+            .collect();
+        assert_eq!(stored, before.map(|v| v.to_string()));
+        assert!(stored[0].contains(r#""cutoff_at":"2026-12-19T00:00:00-05:00""#));
+    }
 }

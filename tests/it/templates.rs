@@ -1,5 +1,5 @@
 use renewal_worker::config::Settings;
-use renewal_worker::notify::{MailContext, NotificationKind, Renderer, TemplateError};
+use renewal_worker::notify::{MailContext, MailFacts, NotificationKind, Renderer, TemplateError};
 
 use crate::helpers::templates_dir;
 
@@ -31,7 +31,12 @@ fn every_template_renders_with_sample_data_in_strict_mode() {
     let renderer = Renderer::load(&templates_dir(), &settings.marketplace).unwrap();
     let sample = renewal_worker::notify::sample_context();
     for kind in NotificationKind::ALL {
-        let ctx = MailContext::new(kind, &sample, &settings.marketplace, kind.sample_details());
+        let ctx = MailContext::new(
+            kind,
+            &sample,
+            &settings.marketplace,
+            MailFacts::sample(kind),
+        );
         let r = renderer.render(kind, &ctx).unwrap();
         assert!(
             !r.subject.is_empty() && !r.subject.contains('\n'),
