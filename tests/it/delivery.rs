@@ -947,11 +947,19 @@ async fn send_jobs_of_an_older_version_are_removed_with_the_schema_update() {
     let removed = match backend() {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query(forget).execute(&mut c).await.unwrap().rows_affected()
+            sqlx::query(forget)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query(forget).execute(&mut c).await.unwrap().rows_affected()
+            sqlx::query(forget)
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected()
         }
     };
     assert_eq!(removed, 1, "the migration was applied once");
