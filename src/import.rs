@@ -15,7 +15,7 @@ use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
     SubscriptionId, TimeZoneName,
 };
-use crate::model::{Customer, Reseller, Subscription};
+use crate::domain::{Customer, Reseller, Subscription};
 
 /// One problem in one row.
 #[derive(Debug, Clone, PartialEq, Eq)]

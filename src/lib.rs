@@ -11,7 +11,6 @@ pub mod import;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
-pub mod model;
 pub mod notify;
 pub mod outbox;
 pub mod renewal;

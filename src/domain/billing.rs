@@ -1,3 +1,5 @@
+//! How a subscription is paid: annual or monthly pre-paid.
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -1,3 +1,5 @@
+//! The reseller's Customer Specific Number.
+
 use std::fmt;
 
 use super::{DomainError, text_serde};

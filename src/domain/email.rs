@@ -1,3 +1,5 @@
+//! Email addresses, checked as lettre will send to them.
+
 use std::fmt;
 
 use super::{DomainError, text_serde};

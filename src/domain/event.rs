@@ -1,3 +1,5 @@
+//! The provisioning events that owe a mail.
+
 use std::fmt;
 
 use super::DomainError;

@@ -1,3 +1,5 @@
+//! Reseller, customer and subscription ids.
+
 use std::fmt;
 
 use super::{DomainError, text_serde};

@@ -1,10 +1,12 @@
 //! Values from outside, parsed once at the edge ("parse, don't validate"): a `Csn` cannot hold
 //! nine digits, a `ProductId` is always the normalised 15 characters. Each type's `parse`
 //! trims surrounding whitespace; its error names the offending value; callers add the field.
+//! The entities (reseller, customer, subscription) are built only from such values.
 
 mod billing;
 mod csn;
 mod email;
+mod entities;
 mod event;
 mod ids;
 mod product_id;
@@ -15,6 +17,7 @@ mod url;
 pub use billing::Billing;
 pub use csn::Csn;
 pub use email::EmailAddress;
+pub use entities::{Customer, RenewalState, Reseller, Subscription, SubscriptionContext};
 pub use event::ProvisioningEvent;
 pub use ids::{CustomerId, ResellerId, SubscriptionId};
 pub use product_id::ProductId;

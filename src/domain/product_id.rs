@@ -1,3 +1,5 @@
+//! The vendor's 15-character product ID.
+
 use std::fmt;
 
 use super::{DomainError, text_serde};

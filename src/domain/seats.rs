@@ -1,3 +1,5 @@
+//! Seats bought and licenses assigned.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

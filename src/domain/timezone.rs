@@ -1,3 +1,5 @@
+//! A reseller's IANA time zone.
+
 use std::fmt;
 
 use chrono_tz::Tz;

@@ -1,3 +1,5 @@
+//! The vendor portal link sent in the activation mail.
+
 use std::fmt;
 
 use super::{DomainError, text_serde};

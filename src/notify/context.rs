@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{MailFacts, NotificationKind};
 use crate::config::MarketplaceSettings;
-use crate::model::SubscriptionContext;
+use crate::domain::SubscriptionContext;
 
 /// What templates see. Field names are part of the template contract: add, don't rename.
 #[derive(Debug, Clone, Serialize)]

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::domain::SubscriptionContext;
 use crate::domain::{EmailAddress, ProvisioningEvent};
-use crate::model::SubscriptionContext;
 
 /// Every kind of mail the worker sends. The text form names the template folder and is stored
 /// in the outbox, so it never changes once released.

@@ -9,7 +9,7 @@ use handlebars::Handlebars;
 
 use super::{MailContext, MailFacts, NotificationKind};
 use crate::config::MarketplaceSettings;
-use crate::model::SubscriptionContext;
+use crate::domain::SubscriptionContext;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -182,7 +182,7 @@ fn compile_error(path: &Path, e: &dyn std::fmt::Display) -> TemplateError {
 /// A complete subscription with made-up parties, for template checks and previews.
 pub fn sample_context() -> SubscriptionContext {
     use crate::domain::*;
-    use crate::model::{Customer, Reseller, Subscription};
+    use crate::domain::{Customer, Reseller, Subscription};
     // Constants known to parse: a failure here is a programming error caught by every test.
     let reseller_id = ResellerId::parse("R-SAMPLE").expect("sample reseller id");
     let customer_id = CustomerId::parse("C-SAMPLE").expect("sample customer id");

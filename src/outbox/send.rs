@@ -7,9 +7,9 @@ use lettre::Address;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Deliverer, Delivery, OutboxError};
+use crate::domain::SubscriptionContext;
 use crate::domain::{EmailAddress, SubscriptionId};
 use crate::mail::{OutgoingMail, SendError};
-use crate::model::SubscriptionContext;
 use crate::notify::{MailContext, MailFacts, NotificationKind, ReminderFacts, message_id};
 use crate::retry::Backoff;
 use crate::store::{AttemptOutcome, FinishedAttempt, StoreError};

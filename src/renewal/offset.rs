@@ -1,3 +1,5 @@
+//! Reminder offsets: calendar days (`30d`) or business days (`10bd`) before the cutoff.
+
 use std::fmt;
 use std::str::FromStr;
 

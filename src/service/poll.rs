@@ -11,8 +11,8 @@ use tracing::{info, warn};
 use super::{ServiceError, calendar_for, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
+use crate::domain::SubscriptionContext;
 use crate::domain::TimeZoneName;
-use crate::model::SubscriptionContext;
 use crate::notify::{
     EndedFacts, MailFacts, NotificationKind, ReminderFacts, RenewedFacts, address_list, message_id,
     reminder_key, term_key,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{calendar_for, timeline_input};
 use crate::calendar::{CalendarError, CalendarRegistry};
 use crate::config::Settings;
-use crate::model::SubscriptionContext;
+use crate::domain::SubscriptionContext;
 use crate::notify::NotificationKind;
 use crate::renewal::plan::term_end_instant;
 use crate::renewal::{self, TimelineInput};

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::sql::{millis, numbered_placeholders, placeholders, trusted};
 use super::{Backend, Db, OutboxRow, Store, StoreError, rows};
-use crate::model::SubscriptionContext;
+use crate::domain::SubscriptionContext;
 
 /// A mail taken for sending, with what its message is made from.
 #[derive(Debug)]

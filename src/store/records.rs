@@ -11,7 +11,7 @@ use super::outbox::{NewNotification, insert_owed};
 use super::sql::{millis, numbered_placeholders, placeholders};
 use super::{Backend, Store, StoreError, db, rows};
 use crate::domain::SubscriptionId;
-use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
+use crate::domain::{Customer, Reseller, Subscription, SubscriptionContext};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ImportCounts {

@@ -9,7 +9,7 @@ use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
     SubscriptionId, TimeZoneName,
 };
-use crate::model::{Customer, Reseller, Subscription, SubscriptionContext};
+use crate::domain::{Customer, Reseller, Subscription, SubscriptionContext};
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, key, kind, subscription_id, recipients, payload, \
      message_id, state, attempts, next_attempt_at, claimed_by, claimed_at, created_at, sent_at, \
@@ -145,7 +145,7 @@ pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, St
             .map(|e| EmailAddress::parse(&e))
             .transpose()
             .map_err(|e| bad("subscriptions", &sid, "notify_email", &e))?,
-        renewal: crate::model::RenewalState {
+        renewal: crate::domain::RenewalState {
             ended: r.col::<String>("status")? == "ended",
             disable_effective_term_end: r.col("disable_effective_term_end")?,
         },
