@@ -164,8 +164,9 @@ pub struct RetrySettings {
 pub struct WorkerSettings {
     pub name: Option<String>,
     pub concurrency: usize,
-    /// Runtime threads for the daemon's asynchronous work.
-    pub threads: usize,
+    /// Runtime threads for the daemon's asynchronous work; none: one per CPU core.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// Owed mails one send lane takes, sends and records together.
     pub send_batch: u32,
     #[serde(with = "humantime_serde")]
@@ -331,8 +332,10 @@ impl Settings {
         if w.concurrency == 0 {
             return Err(invalid("worker.concurrency", 0, "must be at least 1"));
         }
-        if !(1..=256).contains(&w.threads) {
-            return Err(invalid("worker.threads", w.threads, "must be 1 to 256"));
+        if let Some(threads) = w.threads
+            && !(1..=256).contains(&threads)
+        {
+            return Err(invalid("worker.threads", threads, "must be 1 to 256"));
         }
         if !(1..=1000).contains(&w.send_batch) {
             return Err(invalid(
@@ -572,7 +575,10 @@ mod tests {
 
     #[test]
     fn worker_threads_are_one_to_256() {
-        assert_eq!(Settings::from_toml_overlay("").unwrap().worker.threads, 1);
+        assert_eq!(
+            Settings::from_toml_overlay("").unwrap().worker.threads,
+            None
+        );
         for bad in [0, 257] {
             let err = Settings::from_toml_overlay(&format!("[worker]\nthreads = {bad}\n"))
                 .unwrap_err()
@@ -583,7 +589,7 @@ mod tests {
             );
         }
         let s = Settings::from_toml_overlay("[worker]\nthreads = 256\n").unwrap();
-        assert_eq!(s.worker.threads, 256);
+        assert_eq!(s.worker.threads, Some(256));
     }
 
     #[test]

@@ -26,15 +26,15 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The runtime the daemon and its commands run on: `worker.threads` threads. Multi-threaded
-/// even with one, so that a wait inside a synchronous callback (`block_in_place`) can hand the
-/// thread's other tasks to another.
+/// The runtime the daemon and its commands run on: `worker.threads` threads, else one per
+/// core. Multi-threaded even with one, so that a wait inside a synchronous callback
+/// (`block_in_place`) can hand the thread's other tasks to another.
 pub fn runtime(settings: &config::Settings) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.worker.threads)
-        .thread_name("renewal-worker")
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker.threads {
+        builder.worker_threads(threads);
+    }
+    builder.thread_name("renewal-worker").enable_all().build()
 }
 
 #[cfg(test)]

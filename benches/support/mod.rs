@@ -93,7 +93,7 @@ impl BenchDb {
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
                 // The server is on this machine: without a word, sqlx would encrypt the
                 // loopback traffic whenever the server offers TLS (sslmode=prefer), a cost no
-                // same-host deployment needs to pay (see the README's Performance section).
+                // same-host deployment needs to pay (see docs/PERFORMANCE.md, "In production").
                 let query = if query.is_empty() {
                     "sslmode=disable"
                 } else {
@@ -284,8 +284,8 @@ impl Sink {
 /// One SMTP session. The sink acknowledges every segment at once (TCP_QUICKACK): lettre 0.11
 /// leaves Nagle's algorithm on and writes a message's end (`.`) apart from its body, so a
 /// server that delays its ACKs (the Linux default, 40 ms) would make every figure measure that
-/// stall instead of the code under test. (What this means against a real server: README,
-/// "Performance".)
+/// stall instead of the code under test. (What this means against a real server:
+/// docs/PERFORMANCE.md, "In production".)
 async fn session(socket: tokio::net::TcpStream, count: Arc<AtomicU64>) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let mut r = BufReader::new(socket);
