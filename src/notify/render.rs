@@ -3,6 +3,7 @@
 //! text part full of `&amp;` helps nobody). Both are strict: a misspelt field is an error, not
 //! an empty string in a customer's inbox.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
@@ -45,9 +46,18 @@ const PARTS: [(&str, bool); 3] = [
 
 impl Renderer {
     /// Loads every template and renders each kind once with sample data, so a broken template
-    /// stops the start instead of the first real mail of its kind. Partials live in
-    /// `partials/`: `NAME.html.hbs` for the HTML registry, `NAME.txt.hbs` for text and subjects.
+    /// stops the start instead of the first real mail of its kind.
     pub fn load(dir: &Path, marketplace: &MarketplaceSettings) -> Result<Self, TemplateError> {
+        Self::load_inlining(dir, marketplace, true)
+    }
+
+    /// [`Renderer::load`], with plain partials written into the templates that call them or
+    /// (`inline` false) left to handlebars; the output is the same.
+    fn load_inlining(
+        dir: &Path,
+        marketplace: &MarketplaceSettings,
+        inline: bool,
+    ) -> Result<Self, TemplateError> {
         if !dir.is_dir() {
             return Err(TemplateError::Folder {
                 path: dir.to_owned(),
@@ -61,36 +71,58 @@ impl Renderer {
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
 
+        // Partial sources by name, to write plain ones into the templates below.
+        let mut html_partials = HashMap::new();
+        let mut text_partials = HashMap::new();
         let partials = dir.join("partials");
         if partials.is_dir() {
             let entries = std::fs::read_dir(&partials).map_err(|e| TemplateError::Folder {
                 path: partials.clone(),
                 reason: e.to_string(),
             })?;
-            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths {
                 let file = path
                     .file_name()
                     .and_then(|f| f.to_str())
                     .unwrap_or_default();
-                let (registry, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
-                    (&mut html, name)
+                let (registry, known, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
+                    (&mut html, &mut html_partials, name)
                 } else if let Some(name) = file.strip_suffix(".txt.hbs") {
-                    (&mut text, name)
+                    (&mut text, &mut text_partials, name)
                 } else {
                     continue;
                 };
+                let source = read(&path)?;
                 registry
-                    .register_partial(name, read(&path)?)
+                    .register_partial(name, &source)
                     .map_err(|e| compile_error(&path, &e))?;
+                known.insert(name.to_owned(), source);
             }
         }
 
         for kind in NotificationKind::ALL {
             for (part, is_html) in PARTS {
                 let path = dir.join(kind.as_str()).join(part);
-                let registry = if is_html { &mut html } else { &mut text };
+                let mut source = read(&path)?;
+                let (registry, partials) = if is_html {
+                    (&mut html, &html_partials)
+                } else {
+                    (&mut text, &text_partials)
+                };
+                if inline {
+                    source = inline_plain_partials(&source, partials);
+                    let escape: fn(&str) -> String = if is_html {
+                        escape_html
+                    } else {
+                        handlebars::no_escape
+                    };
+                    source = inline_layout_block(&source, partials, escape);
+                }
                 registry
-                    .register_template_string(&template_name(kind, part), read(&path)?)
+                    .register_template_string(&template_name(kind, part), source)
                     .map_err(|e| compile_error(&path, &e))?;
             }
         }
@@ -133,6 +165,119 @@ impl Renderer {
             html: part(&self.html, "body.html.hbs")?,
         })
     }
+}
+
+/// `source` with each line that is only `{{> name}}` replaced by that partial's text, where the
+/// partial is plain: it ends its last line, and calls no partial and no partial block itself.
+/// Handlebars renders such a line as exactly that text, but first copies the whole template
+/// context for the partial (tens of allocations per call, per mail); written in, it is read
+/// in place. Anything else (indented calls, parameters, blocks, `~`) is left to handlebars.
+fn inline_plain_partials(source: &str, partials: &HashMap<String, String>) -> String {
+    let plain = |text: &&String| {
+        (text.is_empty() || text.ends_with('\n'))
+            && !text.contains("{{>")
+            && !text.contains("{{#>")
+            && !text.contains("@partial-block")
+    };
+    let mut out = String::with_capacity(source.len());
+    for line in source.split_inclusive('\n') {
+        let call = line
+            .trim_end_matches(['\n', '\r'])
+            .trim_end()
+            .strip_prefix("{{>")
+            .and_then(|c| c.strip_suffix("}}"))
+            .map(str::trim)
+            .filter(|name| !name.contains(char::is_whitespace));
+        match call.and_then(|name| partials.get(name)).filter(plain) {
+            Some(text) => out.push_str(text),
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// `source` written into its layout, where it is one block partial call that wraps it all:
+/// `{{#> name k="v" ...}}` as the first line and `{{/name}}` as the last, the hash's values
+/// plain string literals, and the partial `name` itself plain apart from one
+/// `{{> @partial-block}}` line and uses of the hash as `{{k}}` or `{{{k}}}` (which get the
+/// value, escaped as handlebars would). The block's own lines, which may neither name the
+/// hash's keys nor call partials (whose text would see the hash), take the place of
+/// `{{> @partial-block}}`. Handlebars renders such a
+/// call as exactly that text, but copies the template context with the hash merged in for
+/// it, per mail (about half of an HTML body's rendering); written in, nothing is copied.
+/// Anything else is left to handlebars.
+fn inline_layout_block(
+    source: &str,
+    partials: &HashMap<String, String>,
+    escape: fn(&str) -> String,
+) -> String {
+    try_inline_layout_block(source, partials, escape).unwrap_or_else(|| source.to_owned())
+}
+
+fn try_inline_layout_block(
+    source: &str,
+    partials: &HashMap<String, String>,
+    escape: fn(&str) -> String,
+) -> Option<String> {
+    let body = source.strip_suffix('\n').unwrap_or(source);
+    let (open, rest) = body.split_once('\n')?;
+    let (inner, close) = rest.rsplit_once('\n')?;
+    let call = open.strip_prefix("{{#>")?.strip_suffix("}}")?.trim();
+    let (name, hash) = call.split_once(' ').unwrap_or((call, ""));
+    if close != format!("{{{{/{name}}}}}") {
+        return None;
+    }
+    let layout = partials.get(name)?;
+    // The hash: `key="value"` pairs, nothing that needs handlebars to read.
+    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut values: Vec<(&str, &str)> = Vec::new();
+    let mut hash = hash.trim();
+    while !hash.is_empty() {
+        let (key, after) = hash.split_once("=\"")?;
+        let (value, after) = after.split_once('"')?;
+        if !word(key) || value.contains(['\\', '{', '}', '\n']) {
+            return None;
+        }
+        values.push((key, value));
+        hash = after.trim_start();
+    }
+    // Whether any tag of `text` mentions a key of the hash (or might: a key within a longer
+    // name counts too).
+    let names_a_key = |text: &str| {
+        text.split("{{")
+            .skip(1)
+            .any(|tag| values.iter().any(|(k, _)| tag.contains(k)))
+    };
+    // Whether any tag of `text` calls a partial or a partial block (`{{>`, `{{~#>`, ...).
+    let calls_partial = |text: &str| {
+        text.split("{{")
+            .skip(1)
+            .any(|tag| tag.trim_start_matches(['~', '#']).starts_with('>'))
+    };
+    let inner = format!("{inner}\n");
+    if calls_partial(&inner) || names_a_key(&inner) || !layout.ends_with('\n') {
+        return None;
+    }
+    let mut out = String::with_capacity(layout.len() + inner.len());
+    let mut blocks = 0;
+    for line in layout.split_inclusive('\n') {
+        if line.trim_end_matches(['\n', '\r']) == "{{> @partial-block}}" {
+            out.push_str(&inner);
+            blocks += 1;
+            continue;
+        }
+        let mut line = line.to_owned();
+        for (key, value) in &values {
+            line = line
+                .replace(&format!("{{{{{{{key}}}}}}}"), value)
+                .replace(&format!("{{{{{key}}}}}"), &escape(value));
+        }
+        if names_a_key(&line) || calls_partial(&line) {
+            return None;
+        }
+        out.push_str(&line);
+    }
+    (blocks == 1).then_some(out)
 }
 
 /// Escapes what is markup in element content and quoted attributes, and nothing else:
@@ -225,33 +370,113 @@ mod tests {
     use super::*;
     use crate::config::Settings;
 
-    // The layout block's hash, the partial called inside the block and the text partials all
-    // reach the output.
+    // The shipped templates, and one with every form that is left to handlebars.
     #[test]
-    fn partials_and_the_layout_block_render() {
+    fn written_in_partials_render_as_handlebars_renders_them() {
         let settings = Settings::from_toml_overlay("").expect("settings");
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        let renderer = Renderer::load(&dir, &settings.marketplace).expect("load");
-        let kind = NotificationKind::Ready;
+        let inlined = Renderer::load_inlining(&dir, &settings.marketplace, true).expect("load");
+        let called = Renderer::load_inlining(&dir, &settings.marketplace, false).expect("load");
         let sample = sample_context();
-        let ctx = MailContext::new(
-            kind,
-            &sample,
-            &settings.marketplace,
-            MailFacts::sample(kind),
+        for kind in NotificationKind::ALL {
+            let ctx = MailContext::new(
+                kind,
+                &sample,
+                &settings.marketplace,
+                MailFacts::sample(kind),
+            );
+            assert_eq!(
+                inlined.render(kind, &ctx).expect("render"),
+                called.render(kind, &ctx).expect("render"),
+                "{kind:?}"
+            );
+        }
+        assert_ne!(
+            inlined
+                .text
+                .get_template("ready/body.txt.hbs")
+                .map(|t| t.elements.len()),
+            called
+                .text
+                .get_template("ready/body.txt.hbs")
+                .map(|t| t.elements.len()),
+            "the text body's partials are written in"
         );
-        let r = renderer.render(kind, &ctx).expect("render");
-        assert!(r.html.starts_with("<!DOCTYPE html>"), "{}", r.html);
-        assert!(r.html.contains("<title>Your subscription is ready</title>"));
-        assert!(
-            r.html
-                .contains("<td>Acme IT &lt;Sample&gt; (CSN 5101234567)</td>")
+
+        // Every shipped template is left with no partial to expand per mail.
+        for kind in NotificationKind::ALL {
+            for (part, is_html) in PARTS {
+                let registry = if is_html {
+                    &inlined.html
+                } else {
+                    &inlined.text
+                };
+                let template = registry
+                    .get_template(&template_name(kind, part))
+                    .expect("registered");
+                assert!(
+                    !template.elements.iter().any(|e| matches!(
+                        e,
+                        handlebars::template::TemplateElement::PartialExpression(_)
+                            | handlebars::template::TemplateElement::PartialBlock(_)
+                    )),
+                    "{kind:?} {part} still calls a partial"
+                );
+            }
+        }
+
+        let layouts = HashMap::from([
+            (
+                "layout".to_owned(),
+                "<h1>{{title}}</h1>\n{{> @partial-block}}\n<i>{{{title}}}</i> {{x}}\n".to_owned(),
+            ),
+            (
+                "uses".to_owned(),
+                "{{#if title}}t{{/if}}\n{{> @partial-block}}\n".to_owned(),
+            ),
+            (
+                "nested".to_owned(),
+                "{{> plain}}\n{{> @partial-block}}\n".to_owned(),
+            ),
+        ]);
+        let escape: fn(&str) -> String = escape_html;
+        assert_eq!(
+            inline_layout_block(
+                "{{#> layout title=\"A & B\"}}\n<p>{{y}}</p>\n{{/layout}}\n",
+                &layouts,
+                escape
+            ),
+            "<h1>A &amp; B</h1>\n<p>{{y}}</p>\n<i>A & B</i> {{x}}\n"
         );
-        assert!(r.html.trim_end().ends_with("</html>"));
-        assert!(
-            r.text
-                .contains("  Reseller:    Acme IT <Sample> (CSN 5101234567)\n")
+        for left in [
+            // the block names a key of the hash; a key used other than as `{{key}}`
+            "{{#> layout title=\"A\"}}\n{{title}}\n{{/layout}}\n",
+            "{{#> uses title=\"A\"}}\nb\n{{/uses}}\n",
+            // the block calls a partial (whose text might name a key)
+            "{{#> layout title=\"A\"}}\n{{> plain}}\n{{/layout}}\n",
+            "{{#> layout}}\n{{~> plain}}\n{{/layout}}\n",
+            // the layout calls a partial; a value handlebars must read; text around the call
+            "{{#> nested}}\nb\n{{/nested}}\n",
+            "{{#> layout title=x}}\nb\n{{/layout}}\n",
+            "{{#> layout title=\"{{x}}\"}}\nb\n{{/layout}}\n",
+            "\n{{#> layout title=\"A\"}}\nb\n{{/layout}}\n",
+            "{{#> layout title=\"A\"}}\nb\n{{/layout}}\nafter\n",
+            "{{#> none}}\nb\n{{/none}}\n",
+        ] {
+            assert_eq!(inline_layout_block(left, &layouts, escape), left);
+        }
+
+        let partials = HashMap::from([
+            ("plain".to_owned(), "P {{x}}\n".to_owned()),
+            ("calls".to_owned(), "{{> plain}}\n".to_owned()),
+            ("open".to_owned(), "no line end".to_owned()),
+        ]);
+        let source = "a\n{{> plain}}\n  {{> plain}}\n{{> plain x}}\n{{~> plain}}\n\
+                      {{> calls}}\n{{> open}}\n{{> none}}\nb {{> plain}}\n{{>plain}}\r\n";
+        assert_eq!(
+            inline_plain_partials(source, &partials),
+            "a\nP {{x}}\n  {{> plain}}\n{{> plain x}}\n{{~> plain}}\n\
+             {{> calls}}\n{{> open}}\n{{> none}}\nb {{> plain}}\nP {{x}}\n"
         );
-        assert!(r.text.contains("\n--\n"), "{}", r.text);
     }
 }
