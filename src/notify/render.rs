@@ -46,7 +46,9 @@ const PARTS: [(&str, bool); 3] = [
 
 impl Renderer {
     /// Loads every template and renders each kind once with sample data, so a broken template
-    /// stops the start instead of the first real mail of its kind.
+    /// stops the start instead of the first real mail of its kind. Partials and layout blocks
+    /// are written in at load, since expanding them for every mail cost a tenth of the
+    /// daemon's mails/s (docs/PERFORMANCE.md).
     pub fn load(dir: &Path, marketplace: &MarketplaceSettings) -> Result<Self, TemplateError> {
         Self::load_inlining(dir, marketplace, true)
     }
@@ -204,7 +206,7 @@ fn inline_plain_partials(source: &str, partials: &HashMap<String, String>) -> St
 /// hash's keys nor call partials (whose text would see the hash), take the place of
 /// `{{> @partial-block}}`. Handlebars renders such a
 /// call as exactly that text, but copies the template context with the hash merged in for
-/// it, per mail (about half of an HTML body's rendering); written in, nothing is copied.
+/// it, per mail; written in, nothing is copied.
 /// Anything else is left to handlebars.
 fn inline_layout_block(
     source: &str,
