@@ -19,8 +19,6 @@ use crate::config::Settings;
 use crate::domain::DomainError;
 use crate::domain::{Reseller, SubscriptionContext};
 use crate::import::ImportError;
-use crate::mail::MailError;
-use crate::notify::TemplateError;
 use crate::outbox::OutboxError;
 use crate::renewal::TimelineInput;
 use crate::retry::Backoff;
@@ -39,10 +37,6 @@ pub enum ServiceError {
     Calendar(#[from] CalendarError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error(transparent)]
-    Mail(#[from] MailError),
     /// Rows that did not pass the checks; nothing was written.
     #[error(transparent)]
     Records(#[from] ImportError),
