@@ -16,19 +16,26 @@ use serde::Deserialize;
 use crate::calendar::{CalendarRegistry, CalendarSpec};
 use crate::renewal::RenewalPolicy;
 
+mod sources;
+pub use sources::{ValueSource, value_sources};
+
 /// The checked-in defaults, documented key by key in the file itself.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "RENEWAL_WORKER__";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path} could not be read: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The reason is text, not a source error: the message already says it, once.
+    #[error("config file {path} (--config) could not be read: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Parse(String),
+    /// A value the checks refused, with where it was set (the file or the variable).
+    #[error("{error} (set {origin})")]
+    Set {
+        error: Box<ConfigError>,
+        origin: String,
+    },
     #[error("invalid configuration: `{key}` = {value:?}: {reason}")]
     Invalid {
         key: &'static str,
@@ -60,13 +67,13 @@ pub struct SourceSettings {
     #[serde(deserialize_with = "parse::optional_http_url")]
     pub url: Option<url::Url>,
     pub token: SecretString,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub interval: Duration,
     pub page_size: u32,
     pub max_attempts: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub initial_backoff: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub timeout: Duration,
 }
 
@@ -77,6 +84,7 @@ pub struct HttpSettings {
     #[serde(deserialize_with = "parse::optional_socket_addr")]
     pub bind: Option<std::net::SocketAddr>,
     pub token: SecretString,
+    #[serde(deserialize_with = "parse::bytes")]
     pub body_limit: usize,
 }
 
@@ -101,7 +109,7 @@ pub struct CalendarSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub busy_timeout: Duration,
 }
 
@@ -142,10 +150,10 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<SecretString>,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub timeout: Duration,
     pub pool_max_size: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub pool_idle_timeout: Duration,
 }
 
@@ -153,9 +161,9 @@ pub struct SmtpSettings {
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     pub max_attempts: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub initial_backoff: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub max_backoff: Duration,
 }
 
@@ -169,18 +177,18 @@ pub struct WorkerSettings {
     pub threads: Option<usize>,
     /// Owed mails one send lane takes, sends and records together.
     pub send_batch: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub poll_interval: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub job_timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub sending_lease: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub redrive_interval: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub shutdown_grace: Duration,
 }
 
@@ -213,6 +221,15 @@ pub struct MarketplaceSettings {
     pub vendor_portal_url: String,
 }
 
+/// The settings with the layers they came from, for `check` (which tells where each value
+/// was set).
+pub struct Loaded {
+    pub settings: Settings,
+    pub figment: Figment,
+    /// The config file, absolute, if one was given.
+    pub file: Option<PathBuf>,
+}
+
 impl Settings {
     /// Defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -222,34 +239,61 @@ impl Settings {
     /// As [`Settings::load`] with the environment provider given, so tests do not depend on
     /// (or mutate) the process environment.
     pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        Self::load_layers(file, env).map(|l| l.settings)
+    }
+
+    /// As [`Settings::load`], keeping the layers.
+    pub fn load_with_sources(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Self::load_layers(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_layers(file: Option<&Path>, env: Env) -> Result<Loaded, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
-        if let Some(path) = file {
+        let file = file.map(absolute).transpose()?;
+        if let Some(path) = &file {
             // Toml::file silently ignores a missing file; an operator who names one means it.
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-                path: path.to_owned(),
-                source,
+            std::fs::read(path).map_err(|e| ConfigError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
             })?;
-            figment = figment.merge(Toml::string(&text));
+            figment = figment.merge(Toml::file_exact(path));
         }
-        Self::extract(figment.merge(env))
+        let figment = figment.merge(sources::EnvLists::new(env, DEFAULT_TOML));
+        let settings = Self::extract(&figment)?;
+        Ok(Loaded {
+            settings,
+            figment,
+            file,
+        })
     }
 
     /// Defaults plus a TOML overlay: what tests and embedders use.
     pub fn from_toml_overlay(overlay: &str) -> Result<Self, ConfigError> {
-        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overlay)))
+        Self::extract(&Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overlay)))
     }
 
-    /// Every problem figment finds (each names its key), then our own checks.
-    fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|e| {
+    /// Every problem figment finds (each names its key and where it was set), then our own
+    /// checks; then relative paths made absolute.
+    fn extract(figment: &Figment) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(|e| {
             ConfigError::Parse(
                 e.into_iter()
-                    .map(|e| e.to_string())
+                    .map(|e| sources::describe_error(&e))
                     .collect::<Vec<_>>()
                     .join("; "),
             )
         })?;
-        settings.validate()?;
+        settings.validate().map_err(|e| match &e {
+            ConfigError::Invalid { key, .. } => match sources::origin(figment, key) {
+                Some(origin) => ConfigError::Set {
+                    error: Box::new(e),
+                    origin,
+                },
+                None => e,
+            },
+            _ => e,
+        })?;
+        sources::resolve_paths(&mut settings, figment)?;
         Ok(settings)
     }
 
@@ -469,6 +513,14 @@ impl Settings {
     }
 }
 
+/// `path` made absolute against the working directory, without resolving links.
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path).map_err(|e| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 fn hostname_or_default() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -496,6 +548,52 @@ mod parse {
 
     fn refuse<E: Error>(value: &str, expected: &str) -> E {
         E::custom(format!("{value:?}: expected {expected}"))
+    }
+
+    /// Text or a bare number, so that either is answered with the expected format rather
+    /// than a type name.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(u64),
+    }
+
+    const DURATION: &str = "a duration with its unit, like \"30s\", \"5m\" or \"1h 30m\"";
+
+    pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        match TextOrNumber::deserialize(d)? {
+            TextOrNumber::Text(s) => {
+                humantime::parse_duration(s.trim()).map_err(|_| refuse(&s, DURATION))
+            }
+            TextOrNumber::Number(n) => Err(refuse(&n.to_string(), DURATION)),
+        }
+    }
+
+    const SIZE: &str = "a size in bytes, like 65536 or \"64KiB\" (units B, KiB, MiB)";
+
+    /// A number of bytes, or text with a binary unit.
+    pub fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let s = match TextOrNumber::deserialize(d)? {
+            TextOrNumber::Number(n) => {
+                return usize::try_from(n).map_err(|_| refuse(&n.to_string(), SIZE));
+            }
+            TextOrNumber::Text(s) => s,
+        };
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let unit = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1024,
+            "MiB" => 1024 * 1024,
+            _ => return Err(refuse(&s, SIZE)),
+        };
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .ok_or_else(|| refuse(&s, SIZE))
     }
 
     pub fn cron_schedule<'de, D: Deserializer<'de>>(d: D) -> Result<cron::Schedule, D::Error> {

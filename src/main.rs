@@ -13,14 +13,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cli::CliError>() {
+            // The reader went away (`simulate ... | head`): it has what it wanted.
+            Some(cli) if cli.is_closed_pipe() => ExitCode::SUCCESS,
+            Some(cli) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(cli.exit_code())
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `check` reports a configuration that does not load as one of its lines.
+    if let cli::Command::Check { json } = cli.command {
+        return Ok(cli::check::main(cli.config.as_deref(), json));
+    }
     // The settings come first: they say how many threads the runtime gets.
     let settings = Settings::load(cli.config.as_deref())?;
     let runtime = renewal_worker::runtime(&settings)?;

@@ -84,6 +84,35 @@ fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
         })
 }
 
+/// One request for one row, no retry: whether the feed answers with a page (for `check`).
+pub async fn probe(settings: &Settings) -> Result<(), SourceError> {
+    let url = settings.source.url.as_ref().ok_or(SourceError::Off)?;
+    let http = client(settings)?;
+    let mut req = http.get(url.clone()).query(&[("limit", "1")]);
+    if !settings.source.token.expose_secret().is_empty() {
+        req = req.bearer_auth(settings.source.token.expose_secret());
+    }
+    let resp = req.send().await.map_err(|e| SourceError::Fetch {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        return Err(SourceError::Status {
+            url: url.to_string(),
+            status,
+            body: String::new(),
+        });
+    }
+    resp.json::<Page>()
+        .await
+        .map(|_| ())
+        .map_err(|e| SourceError::Page {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 async fn fetch(
     http: &reqwest::Client,
     settings: &Settings,

@@ -27,7 +27,7 @@ pub(super) async fn run(
     let by = crate::domain::EmailAddress::parse(&requested_by)
         .map_err(|e| input_error("--requested-by", e))?;
     let key = request_id.unwrap_or_else(|| jobs::new_request_key("cli"));
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let calendars = settings.calendars()?;
     let at = now.unwrap_or_else(|| clock.now());
     let outcome =

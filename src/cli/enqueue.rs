@@ -20,7 +20,7 @@ pub(super) async fn run(
 ) -> Result<ExitCode, CliError> {
     match job {
         EnqueueCommand::Poll => {
-            let store = service::open_store(&settings).await?;
+            let store = service::open_existing_store(&settings).await?;
             let key = store.enqueue_job(&jobs::poll_job("cli")).await?;
             store.close().await;
             writeln!(out, "queued poll job {key}")?;
@@ -31,7 +31,7 @@ pub(super) async fn run(
             download_url,
         } => {
             let (id, event, url) = event::parse(&subscription, &event, download_url)?;
-            let store = service::open_store(&settings).await?;
+            let store = service::open_existing_store(&settings).await?;
             let outcome =
                 service::record_event(&store, &settings, clock.now(), &id, event, url.as_ref())
                     .await?;
@@ -53,7 +53,7 @@ pub(super) async fn run(
         EnqueueCommand::Remind { subscription } | EnqueueCommand::Rollover { subscription } => {
             let id =
                 SubscriptionId::parse(&subscription).map_err(|e| input_error("subscription", e))?;
-            let store = service::open_store(&settings).await?;
+            let store = service::open_existing_store(&settings).await?;
             service::subscription(&store, &id).await?;
             let key = store
                 .enqueue_job(&jobs::poll_subscription_job("cli", Some(id.as_str())))
@@ -70,7 +70,7 @@ pub(super) async fn run(
                 SubscriptionId::parse(&subscription).map_err(|e| input_error("subscription", e))?;
             let by =
                 EmailAddress::parse(&requested_by).map_err(|e| input_error("--requested-by", e))?;
-            let store = service::open_store(&settings).await?;
+            let store = service::open_existing_store(&settings).await?;
             service::subscription(&store, &id).await?;
             let request = jobs::DisableRequest {
                 subscription: id.as_str().to_owned(),

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{CliError, input_error};
+use super::{CliError, input_error, usage_error};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
@@ -16,7 +16,23 @@ pub(super) fn parse(
     download_url: Option<String>,
 ) -> Result<(SubscriptionId, ProvisioningEvent, Option<DownloadUrl>), CliError> {
     let id = SubscriptionId::parse(subscription).map_err(|e| input_error("subscription", e))?;
-    let event = ProvisioningEvent::parse(event).map_err(|e| input_error("event", e))?;
+    let event = ProvisioningEvent::parse(event).map_err(|e| usage_error("event", e))?;
+    // The flag goes with `activated` only; the service checks it too, for every caller.
+    match (event, &download_url) {
+        (ProvisioningEvent::Activated, None) => {
+            return Err(usage_error(
+                "--download-url",
+                "`activated` needs --download-url (an https:// link to the vendor portal)",
+            ));
+        }
+        (e, Some(_)) if e != ProvisioningEvent::Activated => {
+            return Err(usage_error(
+                "--download-url",
+                format!("only goes with the `activated` event, not `{}`", e.as_str()),
+            ));
+        }
+        _ => {}
+    }
     let url = download_url
         .map(|u| DownloadUrl::parse(&u))
         .transpose()
@@ -34,7 +50,7 @@ pub(super) async fn run(
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     let (id, event, url) = parse(&subscription, &event, download_url)?;
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let outcome =
         service::record_event(&store, &settings, clock.now(), &id, event, url.as_ref()).await?;
     match outcome {

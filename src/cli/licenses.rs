@@ -16,7 +16,7 @@ pub(super) async fn run(
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     let id = SubscriptionId::parse(&subscription).map_err(|e| input_error("subscription", e))?;
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let change = match service::set_assigned_licenses(&store, &id, assigned).await {
         Err(ServiceError::Licenses(e)) => return Err(input_error("--assigned", e)),
         other => other?,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 mod calendar;
+pub mod check;
 mod disable;
 mod enqueue;
 mod event;
@@ -22,6 +23,7 @@ mod pull;
 mod render;
 mod run;
 mod simulate;
+mod templates;
 mod timeline;
 
 pub use calendar::CalendarCommand;
@@ -176,6 +178,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check this installation, one line each with OK or FAIL and the fix: configuration
+    /// (where each value came from), database (reachable, migrated), templates, calendars, the
+    /// mail relay (connect, EHLO, TLS, AUTH, QUIT; nothing sent), the HTTP address, the pulling
+    /// source. Creates and sends nothing. Exit code 0 only if every check passes.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The mail templates built into the binary.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Write the built-in templates into DIR (created if missing; no file there is
+    /// overwritten), as a starting point: point `templates.dir` at DIR and keep only the files
+    /// you change.
+    Export { dir: PathBuf },
 }
 
 impl Command {
@@ -252,15 +275,41 @@ pub enum CliError {
     Calendar(#[from] CalendarError),
     #[error("{0}")]
     Input(String),
+    /// The command line asks for something that does not exist (an unknown event or kind) or
+    /// leaves out a flag the command needs: exit code 2, as clap's own usage errors.
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
 
+impl CliError {
+    /// The exit code the README promises for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => EXIT_USAGE,
+            _ => 1,
+        }
+    }
+
+    /// Whether the reader of the output went away (`simulate ... | head`): not a failure of
+    /// the command, which ends quietly.
+    pub fn is_closed_pipe(&self) -> bool {
+        matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// Exit code of a rejected disable-auto-renew request.
 pub const EXIT_REJECTED: u8 = 3;
+/// Exit code of bad command-line usage (clap's own, and ours).
+pub const EXIT_USAGE: u8 = 2;
 
 pub(super) fn input_error(field: &str, e: impl std::fmt::Display) -> CliError {
     CliError::Input(format!("{field}: {e}"))
+}
+
+pub(super) fn usage_error(field: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(format!("{field}: {e}"))
 }
 
 /// Runs one command; what it prints goes to stdout, and its exit code is returned.
@@ -323,6 +372,11 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
         Command::Notifications { subscription, json } => {
             notifications::run(settings, subscription, json, out).await
         }
+        // The binary runs it before settings are loaded (see `check::main`).
+        Command::Check { json } => Ok(check::run(cli.config.as_deref(), json, out).await),
+        Command::Templates {
+            command: TemplatesCommand::Export { dir },
+        } => templates::export(&dir, out),
     }
 }
 

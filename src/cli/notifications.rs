@@ -14,7 +14,7 @@ pub(super) async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let rows = store
         .outbox_for_subscription(subscription.as_deref())
         .await?;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{CliError, input_error};
+use super::{CliError, input_error, usage_error};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, SubscriptionId};
@@ -23,13 +23,13 @@ pub(super) async fn run(
     eml: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
-    let kind = NotificationKind::parse(&kind).map_err(|e| input_error("kind", e))?;
+    let kind = NotificationKind::parse(&kind).map_err(|e| usage_error("kind", e))?;
     let id = SubscriptionId::parse(&subscription).map_err(|e| input_error("--subscription", e))?;
     let url = download_url
         .map(|u| DownloadUrl::parse(&u))
         .transpose()
         .map_err(|e| input_error("--download-url", e))?;
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let ctx = service::subscription(&store, &id).await?;
     let key = provisioning_key(id.as_str(), kind);
     let recorded = store.outbox_by_key(&key).await?;

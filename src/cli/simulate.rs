@@ -22,7 +22,7 @@ pub(super) async fn run(
             "--to {to} is before --from {from}"
         )));
     }
-    let store = service::open_store(&settings).await?;
+    let store = service::open_existing_store(&settings).await?;
     let calendars = settings.calendars()?;
     let subs = store.active_subscription_contexts().await?;
     store.close().await;

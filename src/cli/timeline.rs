@@ -129,7 +129,7 @@ pub(super) async fn run(
 ) -> Result<std::process::ExitCode, CliError> {
     let id = crate::domain::SubscriptionId::parse(&subscription)
         .map_err(|e| super::input_error("subscription", e))?;
-    let store = crate::service::open_store(&settings).await?;
+    let store = crate::service::open_existing_store(&settings).await?;
     let calendars = settings.calendars()?;
     let at = at.unwrap_or_else(|| clock.now());
     let report =

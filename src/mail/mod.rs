@@ -2,6 +2,8 @@
 //! building of multipart messages. Failures are classified the way SMTP means them: a 5xx
 //! reply is permanent, everything else (4xx, timeouts, refused connections) is transient.
 
+mod probe;
+
 use std::time::Duration;
 
 use lettre::address::Envelope;
@@ -14,6 +16,8 @@ use lettre::{
 use secrecy::ExposeSecret;
 
 use crate::config::{MailSettings, SmtpTls, TransportKind};
+
+pub use probe::probe_relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {

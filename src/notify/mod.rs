@@ -7,6 +7,7 @@ mod facts;
 mod keys;
 mod kind;
 mod render;
+mod templates;
 
 pub use context::{CustomerView, MailContext, MarketplaceView, ResellerView, SubscriptionView};
 pub use facts::{
@@ -16,3 +17,4 @@ pub use facts::{
 pub use keys::{disabled_key, message_id, provisioning_key, rejected_key, reminder_key, term_key};
 pub use kind::{NotificationKind, address_list, answer_recipients};
 pub use render::{Rendered, Renderer, TemplateError, sample_context};
+pub use templates::{TemplateFiles, export_built_in};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
 
+use super::templates::{TemplateFile, TemplateFiles};
 use super::{MailContext, MailFacts, NotificationKind};
 use crate::config::MarketplaceSettings;
 use crate::domain::SubscriptionContext;
@@ -33,7 +34,8 @@ pub struct Rendered {
 
 #[derive(Debug)]
 pub struct Renderer {
-    dir: PathBuf,
+    /// Where each template came from (an override's path, or the built-in name), for errors.
+    origins: HashMap<String, PathBuf>,
     html: Handlebars<'static>,
     text: Handlebars<'static>,
 }
@@ -45,7 +47,8 @@ const PARTS: [(&str, bool); 3] = [
 ];
 
 impl Renderer {
-    /// Loads every template and renders each kind once with sample data, so a broken template
+    /// Loads every template (the built-in set, with the files under `dir` in place of theirs
+    /// when `dir` is not empty) and renders each kind once with sample data, so a broken template
     /// stops the start instead of the first real mail of its kind. Partials and layout blocks
     /// are written in at load, since expanding them for every mail cost a tenth of the
     /// daemon's mails/s (docs/PERFORMANCE.md).
@@ -60,12 +63,7 @@ impl Renderer {
         marketplace: &MarketplaceSettings,
         inline: bool,
     ) -> Result<Self, TemplateError> {
-        if !dir.is_dir() {
-            return Err(TemplateError::Folder {
-                path: dir.to_owned(),
-                reason: "not a folder".into(),
-            });
-        }
+        let files = TemplateFiles::new(dir)?;
         let mut html = Handlebars::new();
         html.set_strict_mode(true);
         html.register_escape_fn(escape_html);
@@ -76,39 +74,25 @@ impl Renderer {
         // Partial sources by name, to write plain ones into the templates below.
         let mut html_partials = HashMap::new();
         let mut text_partials = HashMap::new();
-        let partials = dir.join("partials");
-        if partials.is_dir() {
-            let entries = std::fs::read_dir(&partials).map_err(|e| TemplateError::Folder {
-                path: partials.clone(),
-                reason: e.to_string(),
-            })?;
-            let mut paths: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            for path in paths {
-                let file = path
-                    .file_name()
-                    .and_then(|f| f.to_str())
-                    .unwrap_or_default();
-                let (registry, known, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
-                    (&mut html, &mut html_partials, name)
-                } else if let Some(name) = file.strip_suffix(".txt.hbs") {
-                    (&mut text, &mut text_partials, name)
-                } else {
-                    continue;
-                };
-                let source = read(&path)?;
-                registry
-                    .register_partial(name, &source)
-                    .map_err(|e| compile_error(&path, &e))?;
-                known.insert(name.to_owned(), source);
-            }
+        for (file, partial) in files.partials()? {
+            let (registry, known, name) = if let Some(name) = file.strip_suffix(".html.hbs") {
+                (&mut html, &mut html_partials, name)
+            } else if let Some(name) = file.strip_suffix(".txt.hbs") {
+                (&mut text, &mut text_partials, name)
+            } else {
+                continue;
+            };
+            registry
+                .register_partial(name, &partial.source)
+                .map_err(|e| compile_error(&partial.shown, &e))?;
+            known.insert(name.to_owned(), partial.source);
         }
 
+        let mut origins = HashMap::new();
         for kind in NotificationKind::ALL {
             for (part, is_html) in PARTS {
-                let path = dir.join(kind.as_str()).join(part);
-                let mut source = read(&path)?;
+                let name = template_name(kind, part);
+                let TemplateFile { shown, mut source } = files.read(&name)?;
                 let (registry, partials) = if is_html {
                     (&mut html, &html_partials)
                 } else {
@@ -124,12 +108,13 @@ impl Renderer {
                     source = inline_layout_block(&source, partials, escape);
                 }
                 registry
-                    .register_template_string(&template_name(kind, part), source)
-                    .map_err(|e| compile_error(&path, &e))?;
+                    .register_template_string(&name, source)
+                    .map_err(|e| compile_error(&shown, &e))?;
+                origins.insert(name, shown);
             }
         }
         let renderer = Self {
-            dir: dir.to_owned(),
+            origins,
             html,
             text,
         };
@@ -150,14 +135,19 @@ impl Renderer {
     ) -> Result<Rendered, TemplateError> {
         // Made once for the three parts (handlebars would serialize `ctx` for each).
         let ctx = handlebars::Context::wraps(ctx).map_err(|e| TemplateError::Render {
-            path: self.dir.join(kind.as_str()),
+            path: PathBuf::from(kind.as_str()),
             reason: e.to_string(),
         })?;
         let part = |registry: &Handlebars<'static>, part: &str| {
+            let name = template_name(kind, part);
             registry
-                .render_with_context(&template_name(kind, part), &ctx)
+                .render_with_context(&name, &ctx)
                 .map_err(|e| TemplateError::Render {
-                    path: self.dir.join(kind.as_str()).join(part),
+                    path: self
+                        .origins
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| name.into()),
                     reason: e.to_string(),
                 })
         };
@@ -302,21 +292,6 @@ fn escape_html(s: &str) -> String {
 
 fn template_name(kind: NotificationKind, part: &str) -> String {
     format!("{}/{part}", kind.as_str())
-}
-
-fn read(path: &Path) -> Result<String, TemplateError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            TemplateError::Missing {
-                path: path.to_owned(),
-            }
-        } else {
-            TemplateError::Folder {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            }
-        }
-    })
 }
 
 fn compile_error(path: &Path, e: &dyn std::fmt::Display) -> TemplateError {

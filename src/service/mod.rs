@@ -3,6 +3,7 @@
 //! timeline and the simulation. Each takes its time as an argument and its I/O from the store;
 //! all fail with one [`ServiceError`].
 
+pub mod check;
 pub mod disable;
 pub mod events;
 pub mod licenses;
@@ -54,6 +55,17 @@ pub enum ServiceError {
 /// Opens the store as configured.
 pub async fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     Store::open(
+        &settings.database.url,
+        settings.database.max_connections,
+        settings.database.busy_timeout,
+    )
+    .await
+}
+
+/// As [`open_store`], for commands that only read: a missing SQLite file is an error naming
+/// it and the command that creates it, and no file is created.
+pub async fn open_existing_store(settings: &Settings) -> Result<Store, StoreError> {
+    Store::open_existing(
         &settings.database.url,
         settings.database.max_connections,
         settings.database.busy_timeout,

@@ -53,6 +53,12 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("could not open the database at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
+    /// A command that only reads found no database file: it creates none.
+    #[error(
+        "no database at {} (database.url): create it with `renewal-worker migrate` (or `renewal-worker run`), or point database.url (or --config) at the existing one",
+        path.display()
+    )]
+    Missing { path: std::path::PathBuf },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -166,6 +172,60 @@ impl Store {
         let store = Self::connect(url, max_connections, busy_timeout).await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// As [`Store::open`], for commands that only read: a SQLite file that does not exist is
+    /// [`StoreError::Missing`], not created.
+    pub async fn open_existing(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        if let Some(path) = Self::missing_sqlite_file(url)? {
+            return Err(StoreError::Missing { path });
+        }
+        Self::open(url, max_connections, busy_timeout).await
+    }
+
+    /// The file of a SQLite URL when it does not exist; none for PostgreSQL or in-memory.
+    pub fn missing_sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, StoreError> {
+        if Backend::of_url(url)? != Backend::Sqlite {
+            return Ok(None);
+        }
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|e| StoreError::bad_url(url, e))?;
+        let file = options.get_filename();
+        if file == Path::new(":memory:") || file.exists() {
+            return Ok(None);
+        }
+        Ok(Some(
+            std::path::absolute(file).unwrap_or_else(|_| file.to_owned()),
+        ))
+    }
+
+    /// Our migrations that are not applied yet (their versions); all of them on an empty
+    /// database.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let applied: Result<Vec<i64>, sqlx::Error> = db!(self, |p, stmt| {
+            sqlx::query_scalar::<_, i64>(stmt("SELECT version FROM _sqlx_migrations WHERE success"))
+                .fetch_all(p)
+                .await
+        });
+        let applied = match applied {
+            Ok(versions) => versions,
+            // No ledger yet: nothing applied.
+            Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let migrator = match self.backend() {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
     }
 
     /// Opens without touching the schema.
