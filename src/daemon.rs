@@ -28,13 +28,28 @@ pub async fn run_daemon(
         clock,
         name.clone(),
     )?);
+    // Every path absolute (the settings resolved them), so an operator sees which files
+    // this daemon uses wherever it was started from.
+    let templates = &settings.templates.dir;
     info!(
         worker = %name,
         database = %redacted_url(&settings.database.url),
         mail = deliverer.mailer.describe(),
-        templates = %settings.templates.dir.display(),
+        templates = %if templates.as_os_str().is_empty() {
+            "built-in".to_owned()
+        } else {
+            format!("built-in, overridden by files in {}", templates.display())
+        },
+        calendar_files = %settings
+            .calendar
+            .custom
+            .values()
+            .filter_map(|c| c.ics.as_ref().map(|p| p.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
         "renewal-worker started"
     );
+    warn_of_other_sqlite_daemons(&deliverer).await;
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -90,6 +105,32 @@ pub async fn run_daemon(
     deliverer.store.close().await;
     info!("renewal-worker stopped");
     Ok(())
+}
+
+/// SQLite serves one daemon well; a second one on the same file works (the outbox keeps mail
+/// single) but contends for its one writer. Said once at start, with what to use instead.
+async fn warn_of_other_sqlite_daemons(deliverer: &Deliverer) {
+    let w = &deliverer.settings.worker;
+    let window = w.heartbeat_interval * u32::try_from(w.missed_heartbeats).unwrap_or(u32::MAX);
+    match deliverer
+        .store
+        .other_sqlite_daemons(&deliverer.worker_name, window)
+        .await
+    {
+        Ok(others) if !others.is_empty() => {
+            for (daemon, seen_ago) in &others {
+                warn!(
+                    other_daemon = %daemon,
+                    seen_seconds_ago = seen_ago,
+                    "another daemon is running on this SQLite database; it is safe (each mail \
+                     is sent once) but SQLite suits one daemon: for several daemons, use \
+                     PostgreSQL (database.url = \"postgres://...\")"
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not look for other daemons on this database"),
+    }
 }
 
 /// The daemon's work without its HTTP API and puller: the outbox's send lanes and rescuer, and
