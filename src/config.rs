@@ -515,10 +515,12 @@ impl Settings {
 
 /// `path` made absolute against the working directory, without resolving links.
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
-    std::path::absolute(path).map_err(|e| ConfigError::Unreadable {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    std::path::absolute(path)
+        .map(|p| sources::normalize(&p))
+        .map_err(|e| ConfigError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 fn hostname_or_default() -> String {

@@ -221,11 +221,26 @@ pub(super) fn resolve_paths(settings: &mut Settings, figment: &Figment) -> Resul
 }
 
 fn join(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
+    normalize(&base.join(path))
+}
+
+/// `path` with `.` and `..` taken out, as written (links are not followed): what logs and
+/// messages show.
+pub(super) fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 /// A SQLite URL with its file made absolute against `base`; any other URL, an in-memory
@@ -244,7 +259,7 @@ pub fn absolute_sqlite_url(url: &str, base: &Path) -> String {
     if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
         return url.to_owned();
     }
-    let mut out = format!("sqlite://{}", base.join(file).display());
+    let mut out = format!("sqlite://{}", normalize(&base.join(file)).display());
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);
@@ -262,6 +277,10 @@ mod tests {
         assert_eq!(
             absolute_sqlite_url("sqlite://data/x.db", base),
             "sqlite:///etc/rw/data/x.db"
+        );
+        assert_eq!(
+            absolute_sqlite_url("sqlite://../db/./x.db", base),
+            "sqlite:///etc/db/x.db"
         );
         assert_eq!(
             absolute_sqlite_url("sqlite:x.db?mode=rwc", base),

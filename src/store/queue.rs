@@ -268,7 +268,10 @@ impl Store {
              ORDER BY last_seen DESC",
         )
         .bind(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
-        .bind(format!("{}-%", own_name.replace('%', "\\%").replace('_', "\\_")))
+        .bind(format!(
+            "{}-%",
+            own_name.replace('%', "\\%").replace('_', "\\_")
+        ))
         .fetch_all(p)
         .await?;
         let mut daemons: Vec<(String, i64)> = Vec::new();

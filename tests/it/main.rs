@@ -12,6 +12,7 @@ mod disable;
 #[path = "../../benches/support/explain.rs"]
 mod explain;
 mod http;
+mod install;
 mod outage;
 mod renewal;
 mod scale;
