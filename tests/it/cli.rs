@@ -83,9 +83,10 @@ fn import_then_events_then_preview() {
     );
     assert_eq!(notifications(dir.path()).as_array().unwrap().len(), 1);
 
-    // activated without, or with a bad, download URL: refused, nothing recorded.
+    // activated without (a usage error), or with a bad, download URL: refused, nothing
+    // recorded.
     let out = run(dir.path(), &["event", "S1", "activated"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("--download-url"),
         "{}",
@@ -115,7 +116,7 @@ fn import_then_events_then_preview() {
         text(&out.stderr)
     );
     let out = run(dir.path(), &["event", "S1", "shipped"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("shipped"),
         "{}",
