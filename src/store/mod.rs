@@ -59,6 +59,11 @@ pub enum StoreError {
         path.display()
     )]
     Missing { path: std::path::PathBuf },
+    /// A command that only reads found a database with none of our tables: it creates none.
+    #[error(
+        "the database named by database.url has no renewal-worker tables: create them with `renewal-worker migrate` (or `renewal-worker run`), or point database.url at the database in use"
+    )]
+    Empty,
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -184,7 +189,15 @@ impl Store {
         if let Some(path) = Self::missing_sqlite_file(url)? {
             return Err(StoreError::Missing { path });
         }
-        Self::open(url, max_connections, busy_timeout).await
+        let store = Self::connect(url, max_connections, busy_timeout).await?;
+        // A schema of an earlier release is brought up to date, as every command always did;
+        // an empty database is left as it is.
+        if store.pending_migrations().await?.len() >= store.migrator().iter().count() {
+            store.close().await;
+            return Err(StoreError::Empty);
+        }
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// The file of a SQLite URL when it does not exist; none for PostgreSQL or in-memory.
@@ -217,15 +230,20 @@ impl Store {
             Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let migrator = match self.backend() {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        Ok(migrator
+        Ok(self
+            .migrator()
             .iter()
             .map(|m| m.version)
             .filter(|v| !applied.contains(v))
             .collect())
+    }
+
+    /// Our migrations for this store's backend, as compiled in.
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        match self.backend() {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        }
     }
 
     /// Opens without touching the schema.

@@ -152,6 +152,34 @@ fn read_only_commands_on_a_missing_database_create_nothing() {
     }
 }
 
+/// Commands that only read, on a database that exists but holds none of our tables (a new
+/// PostgreSQL database, an empty SQLite file): refused, and the database stays empty.
+fn read_only_commands_leave_an_empty_database_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    if crate::helpers::cli_database_env().is_empty() {
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/renewal-worker.db"), b"").unwrap();
+    }
+    for args in [&["notifications"][..], &["timeline", "S1"]] {
+        let out = run(dir.path(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("no renewal-worker tables") && err.contains("renewal-worker migrate"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = run(dir.path(), &["check", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let db = line(&report, "database");
+    assert_eq!(db["ok"], false, "{report}");
+    assert!(
+        db["detail"].as_str().unwrap().contains("not applied"),
+        "still empty: {report}"
+    );
+}
+on_both_backends!(sync read_only_commands_leave_an_empty_database_empty);
+
 /// Relative paths in a config file are relative to its folder, wherever the command runs.
 #[test]
 fn relative_paths_in_a_config_file_resolve_against_its_folder() {
