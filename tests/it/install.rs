@@ -399,3 +399,75 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
 }
+
+/// A second daemon on the SQLite file a first one uses says so at start, naming the first and
+/// pointing at PostgreSQL; its log, going to a pipe, has no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_one_sqlite_file_warns() {
+    use sqlx::Connection;
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["migrate"]).status.success());
+    let daemon = || {
+        bin(dir.path())
+            .args(["run"])
+            .env("RENEWAL_WORKER__WORKER__POLL_INTERVAL", "100ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stop = |child: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    };
+    let mut first = daemon();
+    // Until the first daemon's queue workers have registered.
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("data/renewal-worker.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM Workers")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if n > 0 || start.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    conn.close().await.unwrap();
+
+    let mut second = daemon();
+    let mut log = String::new();
+    let mut lines = BufReader::new(second.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        log.push_str(&line);
+        log.push('\n');
+        // Said before the claims are checked, if at all.
+        if line.contains("claims checked at start") {
+            break;
+        }
+    }
+    stop(&mut second);
+    stop(&mut first);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("another daemon"))
+        .unwrap_or_else(|| panic!("no warning in {log}"));
+    assert!(
+        warning.contains(&format!("-{}", first.id())) && warning.contains("PostgreSQL"),
+        "{warning}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a pipe: {log:?}"
+    );
+}
