@@ -70,6 +70,9 @@ impl Renderer {
         let mut text = Handlebars::new();
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
+        for registry in [&mut html, &mut text] {
+            registry.register_helper("plural", Box::new(plural));
+        }
 
         // Partial sources by name, to write plain ones into the templates below.
         let mut html_partials = HashMap::new();
@@ -272,6 +275,13 @@ fn try_inline_layout_block(
     (blocks == 1).then_some(out)
 }
 
+// `{{plural n "license" "licenses"}}`: the singular for exactly one, else the plural (zero
+// included, as English has it). A count that is not a whole number is a template error, so a
+// misspelt field cannot pass as "many".
+handlebars::handlebars_helper!(plural: |n: u64, one: str, many: str| {
+    if n == 1 { one } else { many }
+});
+
 /// Escapes what is markup in element content and quoted attributes, and nothing else:
 /// handlebars' default also rewrites `=` and backticks, which mangles every link's query
 /// string in the HTML source.
@@ -317,6 +327,7 @@ pub fn sample_context() -> SubscriptionContext {
             csn: Some(Csn::parse("5101234567").expect("sample csn")),
             timezone: TimeZoneName::parse("America/New_York").expect("sample tz"),
             calendar: None,
+            contact_name: Some("Dana Reyes".into()),
         },
         customer: Customer {
             id: customer_id.clone(),
@@ -346,6 +357,28 @@ pub fn sample_context() -> SubscriptionContext {
 mod tests {
     use super::*;
     use crate::config::Settings;
+
+    #[test]
+    fn plural_says_one_for_one_only() {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_helper("plural", Box::new(plural));
+        let say = |n: serde_json::Value| {
+            hb.render_template(
+                r#"{{n}} {{plural n "license" "licenses"}}"#,
+                &serde_json::json!({ "n": n }),
+            )
+        };
+        assert_eq!(say(0.into()).unwrap(), "0 licenses");
+        assert_eq!(say(1.into()).unwrap(), "1 license");
+        assert_eq!(say(2.into()).unwrap(), "2 licenses");
+        // Not a count: an error, never a guess.
+        assert!(say("x".into()).is_err());
+        assert!(
+            hb.render_template(r#"{{plural missing "a" "b"}}"#, &serde_json::json!({}))
+                .is_err()
+        );
+    }
 
     // The shipped templates, and one with every form that is left to handlebars.
     #[test]
