@@ -219,6 +219,17 @@ pub struct MarketplaceSettings {
     pub support_email: String,
     pub vendor_name: String,
     pub vendor_portal_url: String,
+    /// Where a reseller acts on one subscription (turns auto-renew off, un-assigns licenses):
+    /// an https URL in which `{subscription}` stands for the subscription's id.
+    pub manage_url: String,
+}
+
+impl MarketplaceSettings {
+    /// [`MarketplaceSettings::manage_url`] for one subscription, its id percent-encoded.
+    pub fn manage_url_for(&self, subscription: &str) -> String {
+        let id: String = url::form_urlencoded::byte_serialize(subscription.as_bytes()).collect();
+        self.manage_url.replace("{subscription}", &id)
+    }
 }
 
 /// The settings with the layers they came from, for `check` (which tells where each value
@@ -472,6 +483,22 @@ impl Settings {
                 "marketplace.vendor_portal_url",
                 &self.marketplace.vendor_portal_url,
                 "expected an https:// URL",
+            ));
+        }
+        let manage = &self.marketplace.manage_url;
+        let placeholders_known = manage
+            .replace("{subscription}", "")
+            .chars()
+            .all(|c| c != '{' && c != '}');
+        if !placeholders_known
+            || url::Url::parse(&self.marketplace.manage_url_for("S1"))
+                .map(|u| u.scheme() != "https")
+                .unwrap_or(true)
+        {
+            return Err(invalid(
+                "marketplace.manage_url",
+                manage,
+                "expected an https:// URL, where {subscription} may stand for the subscription's id (e.g. https://manage.autodesk.com/subscriptions/{subscription})",
             ));
         }
         if self

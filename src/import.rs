@@ -282,7 +282,11 @@ impl<'a> RowReader<'a> {
     }
 
     fn name(&mut self, field: &str) -> Option<String> {
-        let s = self.text(field, true)?;
+        self.checked_name(field, true)
+    }
+
+    fn checked_name(&mut self, field: &str, required: bool) -> Option<String> {
+        let s = self.text(field, required)?;
         if s.chars().count() > 200 {
             self.issue(
                 field,
@@ -360,7 +364,15 @@ impl<'a> RowReader<'a> {
     }
 }
 
-const RESELLER_FIELDS: &[&str] = &["id", "name", "email", "csn", "timezone", "calendar"];
+const RESELLER_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "email",
+    "csn",
+    "timezone",
+    "calendar",
+    "contact_name",
+];
 const CUSTOMER_FIELDS: &[&str] = &["id", "reseller_id", "name", "email"];
 const SUBSCRIPTION_FIELDS: &[&str] = &[
     "id",
@@ -401,6 +413,8 @@ pub fn check(
             known_calendar(c).map(|()| c.to_owned())
         });
         let calendar_given = r.text("calendar", false).is_some();
+        let contact_name = r.checked_name("contact_name", false);
+        let contact_given = r.text("contact_name", false).is_some();
         if let Some(id) = &id
             && !seen.insert(id.as_str().to_owned())
         {
@@ -412,6 +426,7 @@ pub fn check(
         if let (Some(id), Some(name), Some(email), Some(timezone)) = (id, name, email, timezone)
             && (csn.is_some() || !csn_given)
             && (calendar.is_some() || !calendar_given)
+            && (contact_name.is_some() || !contact_given)
         {
             out.resellers.push(Reseller {
                 id,
@@ -420,6 +435,7 @@ pub fn check(
                 csn,
                 timezone,
                 calendar,
+                contact_name,
             });
         }
         progress(1);

@@ -17,6 +17,8 @@ pub struct Reseller {
     pub timezone: TimeZoneName,
     /// Business-day calendar name; `None` means the configured default.
     pub calendar: Option<String>,
+    /// The person mail to the reseller greets, when the marketplace names one.
+    pub contact_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -25,6 +25,8 @@ pub struct MarketplaceView {
     pub support_email: String,
     pub vendor_name: String,
     pub vendor_portal_url: String,
+    /// `marketplace.manage_url` for this subscription.
+    pub manage_url: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,8 @@ pub struct ResellerView {
     pub name: String,
     pub email: String,
     pub csn: Option<String>,
+    /// The person to greet, when known (else templates greet the reseller by name).
+    pub contact_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +78,7 @@ impl MailContext {
                 support_email: marketplace.support_email.clone(),
                 vendor_name: marketplace.vendor_name.clone(),
                 vendor_portal_url: marketplace.vendor_portal_url.clone(),
+                manage_url: marketplace.manage_url_for(s.id.as_str()),
             },
             subscription: SubscriptionView {
                 id: s.id.as_str().to_owned(),
@@ -92,6 +97,7 @@ impl MailContext {
                 name: ctx.reseller.name.clone(),
                 email: ctx.reseller.email.as_str().to_owned(),
                 csn: ctx.reseller.csn.as_ref().map(|c| c.as_str().to_owned()),
+                contact_name: ctx.reseller.contact_name.clone(),
             },
             customer: CustomerView {
                 id: ctx.customer.id.as_str().to_owned(),

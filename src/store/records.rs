@@ -93,11 +93,13 @@ impl Store {
             let mut tx = p.begin().await?;
             for r in resellers {
                 sqlx::query(stmt(
-                    "INSERT INTO resellers (id, name, email, csn, timezone, calendar, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                    "INSERT INTO resellers (id, name, email, csn, timezone, calendar, contact_name,
+                   updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
                    csn = excluded.csn, timezone = excluded.timezone,
-                   calendar = excluded.calendar, updated_at = excluded.updated_at",
+                   calendar = excluded.calendar, contact_name = excluded.contact_name,
+                   updated_at = excluded.updated_at",
                 ))
                 .bind(r.id.as_str())
                 .bind(&r.name)
@@ -105,6 +107,7 @@ impl Store {
                 .bind(r.csn.as_ref().map(|c| c.as_str()))
                 .bind(r.timezone.as_str())
                 .bind(r.calendar.as_deref())
+                .bind(r.contact_name.as_deref())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;

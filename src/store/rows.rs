@@ -71,6 +71,7 @@ pub(super) const CONTEXT_COLUMNS: &str = "
     s.id AS s_id, s.product_id, s.plan, s.billing, s.seats, s.assigned_licenses, s.term_start,
     s.term_end, s.auto_renew, s.notify_email, s.status, s.disable_effective_term_end,
     r.id AS r_id, r.name AS r_name, r.email AS r_email, r.csn, r.timezone, r.calendar,
+    r.contact_name,
     c.id AS c_id, c.name AS c_name, c.email AS c_email";
 
 /// Subscriptions with their parties, those that `filter` (a WHERE clause and what follows)
@@ -110,6 +111,7 @@ pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, St
         timezone: TimeZoneName::parse(&r.col::<String>("timezone")?)
             .map_err(|e| bad("resellers", &rid, "timezone", &e))?,
         calendar: r.col("calendar")?,
+        contact_name: r.col("contact_name")?,
     };
     let customer = Customer {
         id: CustomerId::parse(&cid).map_err(|e| bad("customers", &cid, "id", &e))?,
