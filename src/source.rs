@@ -281,12 +281,16 @@ pub async fn pull(
                     match service::record_event(store, settings, now, &sub, kind, url.as_ref())
                         .await
                     {
-                        Ok(EventOutcome::Queued { .. }) => report.events_recorded += 1,
+                        Ok(EventOutcome::Queued { .. } | EventOutcome::Corrected { .. }) => {
+                            report.events_recorded += 1
+                        }
                         Ok(EventOutcome::AlreadyRecorded { .. }) => {
                             report.events_already_recorded += 1
                         }
                         Err(
-                            e @ (ServiceError::UnknownSubscription(_) | ServiceError::Invalid(_)),
+                            e @ (ServiceError::UnknownSubscription(_)
+                            | ServiceError::Invalid(_)
+                            | ServiceError::Conflict(_)),
                         ) => {
                             report.skipped.push(format!("{label}: {e}"));
                         }

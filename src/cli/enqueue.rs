@@ -43,6 +43,10 @@ pub(super) async fn run(
                     "queued mail #{outbox_id} ({}) for {id} in the outbox",
                     event.as_str()
                 )?,
+                EventOutcome::Corrected { outbox_id, key, .. } => writeln!(
+                    out,
+                    "queued corrected activation mail #{outbox_id} ({key}) for {id} in the outbox"
+                )?,
                 EventOutcome::AlreadyRecorded { outbox_id, state } => writeln!(
                     out,
                     "nothing queued: {} for {id} was recorded before (mail #{outbox_id} is {state})",

@@ -7,7 +7,7 @@ use super::{CliError, input_error, usage_error};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, ProvisioningEvent, SubscriptionId};
-use crate::service::{self, EventOutcome};
+use crate::service::{self, EventOutcome, ServiceError};
 
 /// The event's arguments, parsed; each error names its argument.
 pub(super) fn parse(
@@ -47,13 +47,40 @@ pub(super) async fn run(
     subscription: String,
     event: String,
     download_url: Option<String>,
+    correct: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
     let (id, event, url) = parse(&subscription, &event, download_url)?;
     let store = service::open_existing_store(&settings).await?;
-    let outcome =
-        service::record_event(&store, &settings, clock.now(), &id, event, url.as_ref()).await?;
+    let who = correct.then(operator);
+    let outcome = match service::record_event_correcting(
+        &store,
+        &settings,
+        clock.now(),
+        &id,
+        event,
+        url.as_ref(),
+        who.as_deref(),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        // A different link without --correct is a usage error: the message says the flag.
+        Err(ServiceError::Conflict(msg)) => return Err(CliError::Usage(msg)),
+        Err(e) => return Err(e.into()),
+    };
     match outcome {
+        EventOutcome::Corrected {
+            outbox_id,
+            key,
+            recipients,
+            old_url,
+        } => writeln!(
+            out,
+            "corrected the download URL of {} (was {old_url}): corrected activation mail #{outbox_id} ({key}) to {} queued",
+            id.as_str(),
+            recipients.join(", ")
+        )?,
         EventOutcome::Queued {
             outbox_id,
             recipients,
@@ -72,4 +99,12 @@ pub(super) async fn run(
         )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who corrects, for the audit: the operator's login as the shell knows it.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }

@@ -49,6 +49,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Licenses(e) => Self::invalid("assigned", e),
             ServiceError::Invalid(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg, None),
+            ServiceError::Conflict(msg) => Self::new(StatusCode::CONFLICT, msg, None),
             other => {
                 tracing::error!(error = %other, "request failed");
                 Self::new(

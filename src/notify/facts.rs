@@ -32,6 +32,24 @@ pub enum MailFacts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivatedFacts {
     pub download_url: DownloadUrl,
+    /// Set on a mail that corrects an earlier activation mail's link: which activation mail
+    /// this is (2 for the first correction). Absent from the first mail's stored form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<u32>,
+    /// The link it corrects, with [`ActivatedFacts::correction`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_url: Option<DownloadUrl>,
+}
+
+impl ActivatedFacts {
+    /// The first activation mail's facts: its link, correcting nothing.
+    pub fn first(download_url: DownloadUrl) -> Self {
+        Self {
+            download_url,
+            correction: None,
+            replaces_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +197,9 @@ impl MailFacts {
         match kind {
             NotificationKind::Ready => Self::Ready {},
             NotificationKind::OrderProcessed => Self::OrderProcessed {},
-            NotificationKind::Activated => Self::Activated(ActivatedFacts {
-                download_url: DownloadUrl::parse("https://manage.autodesk.com/products")
-                    .expect("sample url"),
-            }),
+            NotificationKind::Activated => Self::Activated(ActivatedFacts::first(
+                DownloadUrl::parse("https://manage.autodesk.com/products").expect("sample url"),
+            )),
             NotificationKind::RenewalReminder => Self::RenewalReminder(ReminderFacts {
                 term_end: date("2026-12-28"),
                 offset: "10bd".into(),
@@ -276,6 +293,25 @@ mod tests {
             assert_eq!(facts.kind(), kind);
             assert_eq!(facts.to_payload().to_string(), stored, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_correction_stores_its_number_and_the_link_it_replaces() {
+        let url = |s: &str| DownloadUrl::parse(s).unwrap();
+        let facts = MailFacts::Activated(ActivatedFacts {
+            download_url: url("https://manage.autodesk.com/dl/10"),
+            correction: Some(2),
+            replaces_url: Some(url("https://manage.autodesk.com/dl/9")),
+        });
+        let payload = facts.to_payload();
+        assert_eq!(
+            payload.to_string(),
+            r#"{"correction":2,"download_url":"https://manage.autodesk.com/dl/10","replaces_url":"https://manage.autodesk.com/dl/9"}"#
+        );
+        assert_eq!(
+            MailFacts::parse(NotificationKind::Activated, &payload).unwrap(),
+            facts
+        );
     }
 
     #[test]

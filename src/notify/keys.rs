@@ -12,6 +12,15 @@ pub fn provisioning_key(subscription_id: &str, kind: NotificationKind) -> String
     format!("{subscription_id}/{}", kind.as_str())
 }
 
+/// The outbox key of the `n`th activation mail of a subscription (`n` ≥ 2), each correcting
+/// the download link of the one before; the first is [`provisioning_key`]'s.
+pub fn activation_correction_key(subscription_id: &str, n: u32) -> String {
+    format!(
+        "{subscription_id}/{}/{n}",
+        NotificationKind::Activated.as_str()
+    )
+}
+
 /// The outbox key of a renewal reminder: one per (subscription, term end, offset).
 pub fn reminder_key(subscription_id: &str, term_end: NaiveDate, offset: &str) -> String {
     format!("{subscription_id}/renewal_reminder/{term_end}/{offset}")
@@ -67,6 +76,7 @@ mod tests {
             "S1/subscription_ended/2026-12-28"
         );
         assert_eq!(disabled_key("S1"), "S1/auto_renew_disabled");
+        assert_eq!(activation_correction_key("S1", 2), "S1/activated/2");
         assert_eq!(rejected_key("S1", "m-1"), "S1/disable_rejected/m-1");
     }
 

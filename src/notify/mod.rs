@@ -14,7 +14,8 @@ pub use facts::{
     ActivatedFacts, DisabledFacts, EndedFacts, FactsError, MailFacts, RejectedFacts, ReminderFacts,
     RenewedFacts,
 };
-pub use keys::{disabled_key, message_id, provisioning_key, rejected_key, reminder_key, term_key};
+pub use keys::{
+    activation_correction_key, disabled_key, message_id, provisioning_key, rejected_key, reminder_key, term_key};
 pub use kind::{NotificationKind, address_list, answer_recipients};
 pub use render::{Rendered, Renderer, TemplateError, sample_context};
 pub use templates::{TemplateFiles, export_built_in};

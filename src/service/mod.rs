@@ -8,6 +8,7 @@ pub mod disable;
 pub mod events;
 pub mod licenses;
 pub mod poll;
+pub mod preview;
 pub mod records;
 pub mod simulate;
 pub mod timeline;
@@ -26,9 +27,10 @@ use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
 
 pub use disable::{DisableOutcome, request_disable};
-pub use events::{EventOutcome, record_event};
+pub use events::{EventOutcome, record_event, record_event_correcting};
 pub use licenses::{LicenseChange, set_assigned_licenses};
 pub use poll::{PollReport, poll, poll_now};
+pub use preview::{Preview, preview};
 pub use records::{check_and_upsert, known_for};
 pub use simulate::{SimulatedMail, simulate, simulate_one};
 
@@ -50,6 +52,9 @@ pub enum ServiceError {
     UnknownSubscription(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request contradicts what is recorded; the message says how to do it on purpose.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Opens the store as configured.

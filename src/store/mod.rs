@@ -9,6 +9,7 @@
 //! what their statements share.
 
 mod claim;
+mod corrections;
 mod cursor;
 mod disable;
 mod finish;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
+pub use corrections::UrlCorrection;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
