@@ -102,15 +102,21 @@ pub enum Command {
         /// Link to the vendor portal download; required for `activated`.
         #[arg(long, value_name = "HTTPS_URL")]
         download_url: Option<String>,
+        /// Replace a wrong download link recorded before: records the new one (audited) and
+        /// sends one corrected activation mail. Without it a different link is refused.
+        #[arg(long, requires = "download_url")]
+        correct: bool,
     },
-    /// Print the mail that would be sent, without sending or recording anything.
+    /// Print the mail of KIND the daemon would send for the subscription, from its real data
+    /// (the recorded mail of that kind if there is one), without sending or recording anything.
     Render {
-        /// ready | order-processed | activated
-        kind: String,
+        kind: render::KindArg,
         #[arg(long)]
         subscription: String,
-        /// Download link to show in an `activated` preview (default: the recorded one, else a
-        /// sample).
+        /// Render it as of this instant instead of now (RFC 3339).
+        #[arg(long, value_name = "TIMESTAMP", value_parser = timeline::parse_instant)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Download link to show in an `activated` preview (default: the last one recorded).
         #[arg(long, value_name = "HTTPS_URL")]
         download_url: Option<String>,
         /// Print the raw RFC 5322 message instead of a readable summary.
@@ -354,13 +360,38 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             subscription,
             event,
             download_url,
-        } => event::run(settings, clock, subscription, event, download_url, out).await,
+            correct,
+        } => {
+            event::run(
+                settings,
+                clock,
+                subscription,
+                event,
+                download_url,
+                correct,
+                out,
+            )
+            .await
+        }
         Command::Render {
             kind,
             subscription,
+            at,
             download_url,
             eml,
-        } => render::run(settings, clock, kind, subscription, download_url, eml, out).await,
+        } => {
+            render::run(
+                settings,
+                clock,
+                kind,
+                subscription,
+                at,
+                download_url,
+                eml,
+                out,
+            )
+            .await
+        }
         Command::Calendar { command } => calendar::command(&settings, &command, out),
         Command::Timeline {
             subscription,

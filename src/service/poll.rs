@@ -225,26 +225,16 @@ fn recorded_as(
                 cutoff_at,
                 skip,
             } => {
-                let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&tz);
-                let cc = if settings.renewal.reminder_cc_customer {
-                    vec![ctx.customer.email.clone()]
-                } else {
-                    vec![]
-                };
                 let key = reminder_key(sid, term_end, &offset);
-                let facts = MailFacts::RenewalReminder(ReminderFacts {
+                let facts = MailFacts::RenewalReminder(reminder_facts(
+                    settings,
+                    ctx,
+                    tz,
                     term_end,
                     offset,
                     cutoff_date,
-                    cutoff_at: cutoff_at.with_timezone(&tz).fixed_offset(),
-                    cutoff_deadline: format!(
-                        "{} ({})",
-                        last_minute.format("%A %Y-%m-%d, %H:%M %Z"),
-                        tz.name()
-                    ),
-                    timezone: TimeZoneName::from(tz),
-                    cc,
-                });
+                    cutoff_at,
+                ));
                 (owed(key, facts), skip.map(|r| reason_text(r).to_owned()))
             }
             StepMail::Renewed {
@@ -289,6 +279,38 @@ fn recorded_as(
     Planned {
         update,
         then: step.then,
+    }
+}
+
+/// The facts of a reminder of the term ending `term_end`, with its cutoff shown in the
+/// reseller's zone `tz`: what the poll records, and what `render` previews.
+pub(super) fn reminder_facts(
+    settings: &Settings,
+    ctx: &SubscriptionContext,
+    tz: chrono_tz::Tz,
+    term_end: chrono::NaiveDate,
+    offset: String,
+    cutoff_date: chrono::NaiveDate,
+    cutoff_at: DateTime<Utc>,
+) -> ReminderFacts {
+    let last_minute = (cutoff_at - chrono::Duration::minutes(1)).with_timezone(&tz);
+    let cc = if settings.renewal.reminder_cc_customer {
+        vec![ctx.customer.email.clone()]
+    } else {
+        vec![]
+    };
+    ReminderFacts {
+        term_end,
+        offset,
+        cutoff_date,
+        cutoff_at: cutoff_at.with_timezone(&tz).fixed_offset(),
+        cutoff_deadline: format!(
+            "{} ({})",
+            last_minute.format("%A %Y-%m-%d, %H:%M %Z"),
+            tz.name()
+        ),
+        timezone: TimeZoneName::from(tz),
+        cc,
     }
 }
 
