@@ -16,6 +16,7 @@ use crate::notify::{
 };
 use crate::outbox::Deliverer;
 use crate::renewal::{self, DisableDecision};
+use crate::store::OutboxState;
 
 /// A mail rendered for preview.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub async fn preview(
         )));
     }
     let store = &deliverer.store;
-    let ctx = super::subscription(store, subscription).await?;
+    let mut ctx = super::subscription(store, subscription).await?;
     let sid = subscription.as_str();
     let recorded = match download_url {
         Some(_) => None,
@@ -54,6 +55,8 @@ pub async fn preview(
             .await?
             .into_iter()
             .filter(|r| r.kind == kind.as_str() && r.created_at <= at)
+            // A reminder recorded as skipped was never meant to go out.
+            .filter(|r| r.state != OutboxState::Skipped)
             .max_by_key(|r| r.id),
     };
     let (key, recipients, facts, row) = match recorded {
@@ -69,6 +72,10 @@ pub async fn preview(
         }
         None => {
             let (key, facts) = derived(deliverer, &ctx, kind, at, download_url)?;
+            if let MailFacts::SubscriptionRenewed(r) = &facts {
+                // Sent once the renewal is recorded: the mail shows the new term.
+                ctx.subscription.term_end = r.new_term_end;
+            }
             (key, address_list(&kind.recipients(&ctx)), facts, None)
         }
     };

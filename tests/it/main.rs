@@ -13,6 +13,7 @@ mod disable;
 mod explain;
 mod http;
 mod install;
+mod mailtext;
 mod outage;
 mod renewal;
 mod scale;
