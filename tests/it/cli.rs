@@ -714,3 +714,57 @@ async fn operators_see_a_dead_mail_job_with_its_smtp_reply_and_retry_it() {
         text(&done.1.stdout)
     );
 }
+
+on_both_backends!(sync a_different_download_link_is_refused_with_2_unless_corrected);
+fn a_different_download_link_is_refused_with_2_unless_corrected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    let event = |url: &str, correct: bool| {
+        let mut args = vec!["event", "S1", "activated", "--download-url", url];
+        if correct {
+            args.push("--correct");
+        }
+        run(dir.path(), &args)
+    };
+    let (old, new) = (
+        "https://manage.autodesk.com/dl/wrong",
+        "https://manage.autodesk.com/dl/right",
+    );
+    assert!(event(old, false).status.success());
+
+    let out = event(new, false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(old) && err.contains("--correct") && err.contains(new),
+        "{err}"
+    );
+    assert_eq!(notifications(dir.path()).as_array().unwrap().len(), 1);
+
+    let out = event(new, true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("S1/activated/2") && said.contains(old), "{said}");
+    // The same link again, corrected or not: nothing new.
+    for correct in [true, false] {
+        let out = event(new, correct);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("nothing new sent"));
+    }
+    let rows = notifications(dir.path());
+    let keys: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["S1/activated", "S1/activated/2"]);
+
+    // The corrected mail as `render` shows it: the last one recorded.
+    let out = run(dir.path(), &["render", "activated", "--subscription", "S1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("Key: S1/activated/2"), "{shown}");
+    assert!(shown.contains("Subject: Correction: new download link"), "{shown}");
+}
