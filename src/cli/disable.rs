@@ -59,8 +59,13 @@ fn describe_disable(o: &DisableOutcome) -> String {
     }
     match (o.decision.as_str(), o.reason.as_deref()) {
         ("rejected", _) => format!(
-            "rejected: {} licenses are still assigned to users on {}; un-assign them first, then ask again",
-            o.assigned_licenses, o.subscription
+            "rejected: {} still assigned to users on {}; un-assign them first, then ask again",
+            super::count(
+                o.assigned_licenses as usize,
+                "license is",
+                "licenses are"
+            ),
+            o.subscription
         ),
         (_, Some("after_cutoff")) => format!(
             "accepted for the next term: the cutoff ({}) has passed, so {} renews once more and ends on {end}",

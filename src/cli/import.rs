@@ -35,10 +35,10 @@ pub(super) async fn run(
     bar.finish_and_clear();
     writeln!(
         out,
-        "imported {} resellers, {} customers, {} subscriptions from {}",
-        counts.resellers,
-        counts.customers,
-        counts.subscriptions,
+        "imported {}, {}, {} from {}",
+        super::count(counts.resellers as usize, "reseller", "resellers"),
+        super::count(counts.customers as usize, "customer", "customers"),
+        super::count(counts.subscriptions as usize, "subscription", "subscriptions"),
         file.display()
     )?;
     Ok(ExitCode::SUCCESS)

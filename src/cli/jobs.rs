@@ -82,10 +82,21 @@ async fn jobs_command(
             }
         }
         Some(JobsCommand::Show { id, json }) => {
-            let job = store
-                .job(&id, mail_attempts)
-                .await?
-                .ok_or_else(|| CliError::Input(format!("no job {id:?}")))?;
+            let job = match store.job(&id, mail_attempts).await? {
+                Some(job) => job,
+                // A bare number is most likely mail #N, whose job is `send:N`.
+                None => match id.trim().parse::<u64>() {
+                    Ok(n) => store
+                        .job(&format!("send:{n}"), mail_attempts)
+                        .await?
+                        .ok_or_else(|| {
+                            CliError::Input(format!(
+                                "no job {id:?} and no mail #{n} (a mail's job is send:ID: try                                  `jobs show send:{n}` with the id `notifications` lists)"
+                            ))
+                        })?,
+                    Err(_) => return Err(CliError::Input(format!("no job {id:?}"))),
+                },
+            };
             let mail = match job.args["outbox_id"].as_i64() {
                 Some(outbox) => Some((
                     store.outbox_by_id(outbox).await?,

@@ -174,6 +174,9 @@ pub enum Command {
         /// Last day, included.
         #[arg(long, value_parser = calendar::parse_date)]
         to: chrono::NaiveDate,
+        /// Only this subscription.
+        #[arg(long)]
+        subscription: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -310,6 +313,11 @@ pub const EXIT_REJECTED: u8 = 3;
 /// Exit code of bad command-line usage (clap's own, and ours).
 pub const EXIT_USAGE: u8 = 2;
 
+/// `n` and the noun that goes with it: "1 subscription", "2 subscriptions".
+pub(super) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub(super) fn input_error(field: &str, e: impl std::fmt::Display) -> CliError {
     CliError::Input(format!("{field}: {e}"))
 }
@@ -399,7 +407,12 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             json,
         } => timeline::run(settings, clock, subscription, at, json, out).await,
         Command::Pull { json } => pull::run(settings, clock, json, out).await,
-        Command::Simulate { from, to, json } => simulate::run(settings, from, to, json, out).await,
+        Command::Simulate {
+            from,
+            to,
+            subscription,
+            json,
+        } => simulate::run(settings, from, to, subscription, json, out).await,
         Command::Notifications { subscription, json } => {
             notifications::run(settings, subscription, json, out).await
         }

@@ -21,20 +21,36 @@ pub(super) async fn run(
     if json {
         super::print_json(out, &rows)?;
     } else {
-        writeln!(
-            out,
-            "{:>6}  {:<8}  {:>8}  {:<30}  LAST ERROR",
-            "ID", "STATE", "ATTEMPTS", "KEY"
-        )?;
+        // Columns as wide as their longest value, so long keys keep the table aligned.
+        let id_w = rows
+            .iter()
+            .map(|r| r.id.to_string().len())
+            .chain([2])
+            .max()
+            .unwrap_or(2);
+        let key_w = rows
+            .iter()
+            .map(|r| r.key.chars().count())
+            .chain([3])
+            .max()
+            .unwrap_or(3);
+        let line = |id: &str, state: &str, attempts: &str, key: &str, error: &str| {
+            format!("{id:>id_w$}  {state:<8}  {attempts:>8}  {key:<key_w$}  {error}")
+                .trim_end()
+                .to_owned()
+        };
+        writeln!(out, "{}", line("ID", "STATE", "ATTEMPTS", "KEY", "LAST ERROR"))?;
         for r in rows {
             writeln!(
                 out,
-                "{:>6}  {:<8}  {:>8}  {:<30}  {}",
-                r.id,
-                r.state.as_str(),
-                r.attempts,
-                r.key,
-                r.last_error.unwrap_or_default()
+                "{}",
+                line(
+                    &r.id.to_string(),
+                    r.state.as_str(),
+                    &r.attempts.to_string(),
+                    &r.key,
+                    r.last_error.as_deref().unwrap_or_default()
+                )
             )?;
         }
     }

@@ -26,12 +26,12 @@ pub(super) async fn run(
     } else {
         writeln!(
             out,
-            "pulled {} pages: {} resellers, {} customers, {} subscriptions, {} events ({} recorded before); {} skipped; cursor {}",
-            report.pages,
-            report.resellers,
-            report.customers,
-            report.subscriptions,
-            report.events_recorded,
+            "pulled {}: {}, {}, {}, {} ({} recorded before); {} skipped; cursor {}",
+            super::count(report.pages as usize, "page", "pages"),
+            super::count(report.resellers as usize, "reseller", "resellers"),
+            super::count(report.customers as usize, "customer", "customers"),
+            super::count(report.subscriptions as usize, "subscription", "subscriptions"),
+            super::count(report.events_recorded as usize, "event", "events"),
             report.events_already_recorded,
             report.skipped.len(),
             report.cursor.as_deref().unwrap_or("-")

@@ -33,11 +33,11 @@ pub(super) async fn run(
         deliverer.store.close().await;
         writeln!(
             out,
-            "polled {} subscriptions: {} mails queued, {} reminders skipped, {} renewed, {} ended; \
+            "polled {}: {} queued, {} skipped, {} renewed, {} ended; \
              delivered {} sent, {} failed, {} to retry later, {} skipped",
-            polled.subscriptions,
-            polled.mails_queued,
-            polled.reminders_skipped,
+            super::count(polled.subscriptions as usize, "subscription", "subscriptions"),
+            super::count(polled.mails_queued as usize, "mail", "mails"),
+            super::count(polled.reminders_skipped as usize, "reminder", "reminders"),
             polled.renewed,
             polled.ended,
             drained.sent,

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use chrono::NaiveDate;
 
-use super::{CliError, progress_bar};
+use super::{CliError, count, input_error, progress_bar};
+use crate::domain::SubscriptionId;
 use crate::config::Settings;
 use crate::service;
 
@@ -14,6 +15,7 @@ pub(super) async fn run(
     settings: Settings,
     from: NaiveDate,
     to: NaiveDate,
+    subscription: Option<String>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<ExitCode, CliError> {
@@ -24,8 +26,18 @@ pub(super) async fn run(
     }
     let store = service::open_existing_store(&settings).await?;
     let calendars = settings.calendars()?;
-    let subs = store.active_subscription_contexts().await?;
+    let mut subs = store.active_subscription_contexts().await?;
     store.close().await;
+    if let Some(wanted) = &subscription {
+        let id = SubscriptionId::parse(wanted).map_err(|e| input_error("--subscription", e))?;
+        subs.retain(|c| c.subscription.id == id);
+        if subs.is_empty() {
+            return Err(CliError::Input(format!(
+                "--subscription: no active subscription {:?}",
+                id.as_str()
+            )));
+        }
+    }
     let bar = progress_bar(subs.len() as u64);
     bar.set_message("simulating");
     let mails = service::simulate(&subs, &settings, &calendars, from, to, || bar.inc(1))?;
@@ -39,10 +51,11 @@ pub(super) async fn run(
                 writeln!(out, "{}", m.local_date.format("%a %Y-%m-%d"))?;
                 day = Some(m.local_date);
             }
+            // The reseller's local time, as `timeline` shows it.
             writeln!(
                 out,
                 "  {}  {:<12} {:<22} {:<5} term end {}  to {}",
-                m.at.format("%H:%MZ"),
+                m.local_at,
                 m.subscription,
                 m.kind,
                 m.offset.as_deref().unwrap_or(""),
@@ -50,15 +63,15 @@ pub(super) async fn run(
                 m.to
             )?;
         }
-        let count = |k: &str| mails.iter().filter(|m| m.kind == k).count();
+        let of = |k: &str| mails.iter().filter(|m| m.kind == k).count();
         writeln!(
             out,
-            "{} mails for {} subscriptions from {from} to {to}: {} reminders, {} renewals, {} ends",
-            mails.len(),
-            subs.len(),
-            count("renewal_reminder"),
-            count("subscription_renewed"),
-            count("subscription_ended")
+            "{} for {} from {from} to {to}: {}, {}, {}",
+            count(mails.len(), "mail", "mails"),
+            count(subs.len(), "subscription", "subscriptions"),
+            count(of("renewal_reminder"), "reminder", "reminders"),
+            count(of("subscription_renewed"), "renewal", "renewals"),
+            count(of("subscription_ended"), "end", "ends")
         )?;
     }
     Ok(ExitCode::SUCCESS)

@@ -30,8 +30,12 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
     let s = &shown.ctx.subscription;
     writeln!(
         out,
-        "subscription  {}  {} ({}), {} seats, reseller {}",
-        s.id, s.plan, s.product_id, s.seats, shown.ctx.reseller.name
+        "subscription  {}  {} ({}), {}, reseller {}",
+        s.id,
+        s.plan,
+        s.product_id,
+        super::count(usize::from(s.seats.get()), "seat", "seats"),
+        shown.ctx.reseller.name
     )?;
     writeln!(
         out,
@@ -75,8 +79,12 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
             t.effective_term_end
         ),
         Some(renewal::Reason::LicensesAssigned) => format!(
-            "no: {} licenses are still assigned; un-assign them first{}",
-            s.assigned_licenses,
+            "no: {} still assigned; un-assign them first{}",
+            super::count(
+                usize::from(s.assigned_licenses.get()),
+                "license is",
+                "licenses are"
+            ),
             if t.renews_once_more {
                 format!(
                     " (past the cutoff: it would then end at {})",
@@ -94,7 +102,7 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
     for (i, r) in shown.requests.iter().enumerate() {
         writeln!(
             out,
-            "{}{}  by {} via {}: {}{} (saw {} licenses assigned, term end {}){}",
+            "{}{}  by {} via {}: {}{} (saw {} assigned, term end {}){}",
             if i == 0 {
                 "requests      "
             } else {
@@ -108,7 +116,7 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
                 .as_deref()
                 .map(|x| format!(", {x}"))
                 .unwrap_or_default(),
-            r.seen_assigned,
+            super::count(r.seen_assigned as usize, "license", "licenses"),
             r.seen_term_end,
             r.effective_term_end
                 .map(|d| format!(" -> ends {d}"))

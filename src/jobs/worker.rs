@@ -60,7 +60,7 @@ async fn handle_poll_now(job: PollNow, deliverer: Data<Arc<Deliverer>>) -> Resul
     let result = crate::service::poll_now(&deliverer).await;
     deliverer.metrics.job("poll", result.is_ok());
     let report = result?;
-    info!(requested_by = %job.requested_by, ?report, "poll on request done");
+    report.log("poll on request done", Some(&job.requested_by.to_string()));
     Ok(())
 }
 

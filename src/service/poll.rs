@@ -36,6 +36,20 @@ pub struct PollReport {
 }
 
 impl PollReport {
+    /// Logs the report as named fields (what a log search filters on), at info.
+    pub fn log(&self, message: &str, requested_by: Option<&str>) {
+        info!(
+            requested_by,
+            subscriptions = self.subscriptions,
+            mails_queued = self.mails_queued,
+            reminders_skipped = self.reminders_skipped,
+            renewed = self.renewed,
+            ended = self.ended,
+            conflicts = self.conflicts,
+            "{message}"
+        );
+    }
+
     fn add(&mut self, o: &PollReport) {
         self.subscriptions += o.subscriptions;
         self.mails_queued += o.mails_queued;
@@ -109,7 +123,7 @@ pub async fn poll(
         }
     }
     if report != PollReport::default() {
-        info!(?report, "poll done");
+        report.log("poll done", None);
     }
     Ok(report)
 }

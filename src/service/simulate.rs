@@ -16,6 +16,8 @@ use crate::renewal::{self, TimelineInput};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimulatedMail {
     pub at: DateTime<Utc>,
+    /// The instant in the reseller's time zone, to the second.
+    pub local_at: String,
     /// The day in the reseller's time zone.
     pub local_date: NaiveDate,
     pub subscription: String,
@@ -49,6 +51,7 @@ pub fn simulate_one(
         if at >= from && at < to {
             out.push(SimulatedMail {
                 at,
+                local_at: super::timeline::local(at, input_tz(ctx)),
                 local_date: at.with_timezone(&input_tz(ctx)).date_naive(),
                 subscription: ctx.subscription.id.as_str().to_owned(),
                 kind: kind.as_str(),
@@ -140,7 +143,58 @@ pub fn simulate(
     }
     mails.retain(|m| m.local_date >= from && m.local_date <= to);
     mails.sort_by(|a, b| {
-        (a.local_date, a.at, &a.subscription).cmp(&(b.local_date, b.at, &b.subscription))
+        (a.local_date, a.at)
+            .cmp(&(b.local_date, b.at))
+            .then_with(|| natural_order(&a.subscription, &b.subscription))
     });
     Ok(mails)
+}
+
+/// Ids as people count them: runs of digits compare as numbers, so S2 comes before S10.
+pub fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut digits = None;
+        for (i, c) in s.char_indices() {
+            let d = c.is_ascii_digit();
+            if digits.is_some_and(|was| was != d) {
+                out.push((digits == Some(true), &s[start..i]));
+                start = i;
+            }
+            digits = Some(d);
+        }
+        if start < s.len() {
+            out.push((digits == Some(true), &s[start..]));
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, x), (db, y)) in ca.iter().zip(&cb) {
+        let ord = if *da && *db {
+            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+        } else {
+            x.cmp(y)
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_order;
+
+    #[test]
+    fn ids_sort_as_people_count() {
+        let mut ids = vec!["S10", "S2", "S1", "T1", "S02", "S", "S2a", "S2b10", "S2b9"];
+        ids.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            ids,
+            ["S", "S1", "S02", "S2", "S2a", "S2b9", "S2b10", "S10", "T1"]
+        );
+    }
 }

@@ -55,7 +55,9 @@ pub struct TimelineReport {
 }
 
 pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz).to_rfc3339()
+    // To the second: nobody acts on a cutoff's nanoseconds.
+    t.with_timezone(&tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
 /// Gathers the timeline of `id` as of `at`.

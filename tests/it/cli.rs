@@ -60,7 +60,7 @@ fn import_then_events_then_preview() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout).trim(),
-        "imported 1 resellers, 2 customers, 2 subscriptions from subs.json"
+        "imported 1 reseller, 2 customers, 2 subscriptions from subs.json"
     );
     assert!(
         dir.path().join("data/renewal-worker.db").exists(),
@@ -767,4 +767,106 @@ fn a_different_download_link_is_refused_with_2_unless_corrected() {
     let shown = text(&out.stdout);
     assert!(shown.contains("Key: S1/activated/2"), "{shown}");
     assert!(shown.contains("Subject: Correction: new download link"), "{shown}");
+}
+
+#[test]
+fn outputs_read_as_people_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    assert!(run(dir.path(), &["import", "subs.json"]).status.success());
+    // S10 is S2's twin: their mails fall on the same instants.
+    let twin = FIXTURE.replace("\"S2\"", "\"S10\"");
+    std::fs::write(dir.path().join("twin.json"), twin).unwrap();
+    let out = run(dir.path(), &["import", "twin.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // simulate: ids in natural order, the reseller's local time, a filter, plurals.
+    let out = run(
+        dir.path(),
+        &["simulate", "--from", "2027-01-31", "--to", "2027-01-31"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines[0], "Sun 2027-01-31", "{shown}");
+    assert!(lines[1].starts_with("  2027-01-31T00:00:00-05:00  S2 "), "{shown}");
+    assert!(lines[2].starts_with("  2027-01-31T00:00:00-05:00  S10 "), "{shown}");
+    assert!(
+        lines[3].starts_with("2 mails for 3 subscriptions from 2027-01-31 to 2027-01-31: 0 reminders, 2 renewals, 0 ends"),
+        "{shown}"
+    );
+    let out = run(
+        dir.path(),
+        &[
+            "simulate",
+            "--from",
+            "2027-01-31",
+            "--to",
+            "2027-01-31",
+            "--subscription",
+            "S10",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(!shown.contains(" S2 "), "{shown}");
+    assert!(
+        shown.contains("1 mail for 1 subscription from 2027-01-31 to 2027-01-31: 0 reminders, 1 renewal, 0 ends"),
+        "{shown}"
+    );
+    let out = run(
+        dir.path(),
+        &["simulate", "--from", "2027-01-31", "--to", "2027-01-31", "--subscription", "S404"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("S404"), "{}", text(&out.stderr));
+
+    // timeline as of now: instants to the second.
+    let out = run(dir.path(), &["timeline", "S1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let as_of = shown.lines().find(|l| l.starts_with("as of")).unwrap();
+    let instant = as_of.split_whitespace().nth(2).unwrap();
+    assert_eq!(instant.len(), "2026-12-07T04:05:31+00:00".len(), "{as_of}");
+
+    // notifications: a long key keeps the columns aligned.
+    for args in [
+        ["event", "S1", "ready"],
+        ["licenses", "S10", "--assigned=1"],
+    ] {
+        let out = run(dir.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = run(
+        dir.path(),
+        &[
+            "disable-auto-renew",
+            "S10",
+            "--requested-by",
+            "ops@acme.example",
+            "--request-id",
+            "a-rather-long-request-id-from-the-marketplace",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = run(dir.path(), &["notifications"]);
+    let shown = text(&out.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 3, "{shown}");
+    let column = |l: &str| l.find("pending").unwrap_or_else(|| l.find("STATE").unwrap());
+    assert!(
+        lines.iter().all(|l| column(l) == column(lines[0])),
+        "{shown}"
+    );
+    let key_end = lines[2].find("a-rather-long-request-id-from-the-marketplace").unwrap()
+        + "a-rather-long-request-id-from-the-marketplace".len();
+    assert!(lines[0][key_end..].trim_start().starts_with("LAST ERROR"), "{shown}");
+
+    // jobs show 1: mail #1's job.
+    let out = run(dir.path(), &["jobs", "show", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("job        send:1 (S1/ready)"), "{}", text(&out.stdout));
+    let out = run(dir.path(), &["jobs", "show", "99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("send:99"), "{}", text(&out.stderr));
 }
