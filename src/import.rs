@@ -698,6 +698,30 @@ mod tests {
     }
 
     #[test]
+    fn a_contact_name_is_optional_and_checked_like_a_name() {
+        let with = |contact: &str| {
+            GOOD.replace(
+                "\"csn\": \"5101234567\"",
+                &format!("\"csn\": \"5101234567\", \"contact_name\": {contact}"),
+            )
+        };
+        let checked = |json: &str| {
+            let raw = parse_json(json.as_bytes()).unwrap();
+            check(&raw, &Known::default(), &any_calendar, |_| {})
+        };
+        assert_eq!(checked(GOOD).unwrap().resellers[0].contact_name, None);
+        assert_eq!(
+            checked(&with("\" Dana Reyes \"")).unwrap().resellers[0]
+                .contact_name
+                .as_deref(),
+            Some("Dana Reyes")
+        );
+        let err = checked(&with("\"Dana\\u0007\"")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("field `contact_name`"), "{text}");
+    }
+
+    #[test]
     fn every_problem_is_listed_by_row_and_field() {
         let bad = GOOD
             .replace("5101234567", "510123456")

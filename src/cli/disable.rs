@@ -60,11 +60,7 @@ fn describe_disable(o: &DisableOutcome) -> String {
     match (o.decision.as_str(), o.reason.as_deref()) {
         ("rejected", _) => format!(
             "rejected: {} still assigned to users on {}; un-assign them first, then ask again",
-            super::count(
-                o.assigned_licenses as usize,
-                "license is",
-                "licenses are"
-            ),
+            super::count(o.assigned_licenses as usize, "license is", "licenses are"),
             o.subscription
         ),
         (_, Some("after_cutoff")) => format!(

@@ -38,7 +38,11 @@ pub(super) async fn run(
         "imported {}, {}, {} from {}",
         super::count(counts.resellers as usize, "reseller", "resellers"),
         super::count(counts.customers as usize, "customer", "customers"),
-        super::count(counts.subscriptions as usize, "subscription", "subscriptions"),
+        super::count(
+            counts.subscriptions as usize,
+            "subscription",
+            "subscriptions"
+        ),
         file.display()
     )?;
     Ok(ExitCode::SUCCESS)

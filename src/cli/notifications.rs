@@ -39,7 +39,11 @@ pub(super) async fn run(
                 .trim_end()
                 .to_owned()
         };
-        writeln!(out, "{}", line("ID", "STATE", "ATTEMPTS", "KEY", "LAST ERROR"))?;
+        writeln!(
+            out,
+            "{}",
+            line("ID", "STATE", "ATTEMPTS", "KEY", "LAST ERROR")
+        )?;
         for r in rows {
             writeln!(
                 out,

@@ -30,7 +30,11 @@ pub(super) async fn run(
             super::count(report.pages as usize, "page", "pages"),
             super::count(report.resellers as usize, "reseller", "resellers"),
             super::count(report.customers as usize, "customer", "customers"),
-            super::count(report.subscriptions as usize, "subscription", "subscriptions"),
+            super::count(
+                report.subscriptions as usize,
+                "subscription",
+                "subscriptions"
+            ),
             super::count(report.events_recorded as usize, "event", "events"),
             report.events_already_recorded,
             report.skipped.len(),

@@ -35,7 +35,11 @@ pub(super) async fn run(
             out,
             "polled {}: {} queued, {} skipped, {} renewed, {} ended; \
              delivered {} sent, {} failed, {} to retry later, {} skipped",
-            super::count(polled.subscriptions as usize, "subscription", "subscriptions"),
+            super::count(
+                polled.subscriptions as usize,
+                "subscription",
+                "subscriptions"
+            ),
             super::count(polled.mails_queued as usize, "mail", "mails"),
             super::count(polled.reminders_skipped as usize, "reminder", "reminders"),
             polled.renewed,

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 
 use super::{CliError, count, input_error, progress_bar};
-use crate::domain::SubscriptionId;
 use crate::config::Settings;
+use crate::domain::SubscriptionId;
 use crate::service;
 
 /// Simulates the active subscriptions over the days `from..=to` and prints the mails.

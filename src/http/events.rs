@@ -71,8 +71,10 @@ pub(super) async fn post_event(
             old_url,
         } => (
             StatusCode::ACCEPTED,
-            Json(json!({"outbox_id": outbox_id, "status": "queued", "key": key,
-                        "recipients": recipients, "corrected": true, "old_download_url": old_url})),
+            Json(
+                json!({"outbox_id": outbox_id, "status": "queued", "key": key,
+                        "recipients": recipients, "corrected": true, "old_download_url": old_url}),
+            ),
         )
             .into_response(),
         EventOutcome::AlreadyRecorded { outbox_id, state } => {

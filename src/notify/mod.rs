@@ -15,7 +15,9 @@ pub use facts::{
     RenewedFacts,
 };
 pub use keys::{
-    activation_correction_key, disabled_key, message_id, provisioning_key, rejected_key, reminder_key, term_key};
+    activation_correction_key, disabled_key, message_id, provisioning_key, rejected_key,
+    reminder_key, term_key,
+};
 pub use kind::{NotificationKind, address_list, answer_recipients};
 pub use render::{Rendered, Renderer, TemplateError, sample_context};
 pub use templates::{TemplateFiles, export_built_in};

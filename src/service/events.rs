@@ -46,7 +46,16 @@ pub async fn record_event(
     event: ProvisioningEvent,
     download_url: Option<&DownloadUrl>,
 ) -> Result<EventOutcome, ServiceError> {
-    record_event_correcting(store, settings, now, subscription, event, download_url, None).await
+    record_event_correcting(
+        store,
+        settings,
+        now,
+        subscription,
+        event,
+        download_url,
+        None,
+    )
+    .await
 }
 
 /// As [`record_event`]; with `corrected_by` (who asks, for the audit), an `activated` event

@@ -745,7 +745,10 @@ fn a_different_download_link_is_refused_with_2_unless_corrected() {
     let out = event(new, true);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    assert!(said.contains("S1/activated/2") && said.contains(old), "{said}");
+    assert!(
+        said.contains("S1/activated/2") && said.contains(old),
+        "{said}"
+    );
     // The same link again, corrected or not: nothing new.
     for correct in [true, false] {
         let out = event(new, correct);
@@ -766,7 +769,10 @@ fn a_different_download_link_is_refused_with_2_unless_corrected() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("Key: S1/activated/2"), "{shown}");
-    assert!(shown.contains("Subject: Correction: new download link"), "{shown}");
+    assert!(
+        shown.contains("Subject: Correction: new download link"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -789,8 +795,14 @@ fn outputs_read_as_people_read_them() {
     let shown = text(&out.stdout);
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines[0], "Sun 2027-01-31", "{shown}");
-    assert!(lines[1].starts_with("  2027-01-31T00:00:00-05:00  S2 "), "{shown}");
-    assert!(lines[2].starts_with("  2027-01-31T00:00:00-05:00  S10 "), "{shown}");
+    assert!(
+        lines[1].starts_with("  2027-01-31T00:00:00-05:00  S2 "),
+        "{shown}"
+    );
+    assert!(
+        lines[2].starts_with("  2027-01-31T00:00:00-05:00  S10 "),
+        "{shown}"
+    );
     assert!(
         lines[3].starts_with("2 mails for 3 subscriptions from 2027-01-31 to 2027-01-31: 0 reminders, 2 renewals, 0 ends"),
         "{shown}"
@@ -816,7 +828,15 @@ fn outputs_read_as_people_read_them() {
     );
     let out = run(
         dir.path(),
-        &["simulate", "--from", "2027-01-31", "--to", "2027-01-31", "--subscription", "S404"],
+        &[
+            "simulate",
+            "--from",
+            "2027-01-31",
+            "--to",
+            "2027-01-31",
+            "--subscription",
+            "S404",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("S404"), "{}", text(&out.stderr));
@@ -853,20 +873,36 @@ fn outputs_read_as_people_read_them() {
     let shown = text(&out.stdout);
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines.len(), 3, "{shown}");
-    let column = |l: &str| l.find("pending").unwrap_or_else(|| l.find("STATE").unwrap());
+    let column = |l: &str| {
+        l.find("pending")
+            .unwrap_or_else(|| l.find("STATE").unwrap())
+    };
     assert!(
         lines.iter().all(|l| column(l) == column(lines[0])),
         "{shown}"
     );
-    let key_end = lines[2].find("a-rather-long-request-id-from-the-marketplace").unwrap()
+    let key_end = lines[2]
+        .find("a-rather-long-request-id-from-the-marketplace")
+        .unwrap()
         + "a-rather-long-request-id-from-the-marketplace".len();
-    assert!(lines[0][key_end..].trim_start().starts_with("LAST ERROR"), "{shown}");
+    assert!(
+        lines[0][key_end..].trim_start().starts_with("LAST ERROR"),
+        "{shown}"
+    );
 
     // jobs show 1: mail #1's job.
     let out = run(dir.path(), &["jobs", "show", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("job        send:1 (S1/ready)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("job        send:1 (S1/ready)"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run(dir.path(), &["jobs", "show", "99"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("send:99"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("send:99"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -431,3 +431,48 @@ async fn the_openapi_document_lists_exactly_the_routes() {
         );
     }
 }
+
+on_both_backends!(async a_different_download_link_is_409_unless_correct);
+async fn a_different_download_link_is_409_unless_correct() {
+    let api = Api::start().await;
+    let post = |body: Value| api.call("post", "/subscriptions/S1/events", Some(body));
+    let (status, body) = post(json!({"event": "activated",
+        "download_url": "https://manage.autodesk.com/dl/wrong"}))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let right = "https://manage.autodesk.com/dl/right";
+    let (status, body) = post(json!({"event": "activated", "download_url": right})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["field"], "download_url");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"correct\": true"),
+        "{body}"
+    );
+    let (status, body) = post(json!({"event": "activated", "download_url": right,
+        "correct": "yes"}))
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("correct"))
+    );
+    let (status, body) = post(json!({"event": "activated", "download_url": right,
+        "correct": true}))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["key"], "S1/activated/2");
+    assert_eq!(
+        body["old_download_url"],
+        "https://manage.autodesk.com/dl/wrong"
+    );
+    let (status, body) = post(json!({"event": "activated", "download_url": right,
+        "correct": true}))
+    .await;
+    assert_eq!(
+        (status, body["already_recorded"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+}

@@ -153,7 +153,9 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
         let row = rows
             .iter()
             .find(|r| {
-                r.subscription_id == *sub && r.kind == kind.as_str() && r.state != OutboxState::Skipped
+                r.subscription_id == *sub
+                    && r.kind == kind.as_str()
+                    && r.state != OutboxState::Skipped
             })
             .unwrap_or_else(|| panic!("{sub} {kind:?} recorded"));
         let sent = received
@@ -166,7 +168,9 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
             "{sub} {kind:?}: rendered before it was recorded"
         );
         // Once recorded, rendered from its own row: the same Message-ID too.
-        let after = service::preview(&d, &id(sub), *kind, t, None).await.unwrap();
+        let after = service::preview(&d, &id(sub), *kind, t, None)
+            .await
+            .unwrap();
         assert_eq!(after.recorded.as_ref().map(|r| r.0), Some(row.id));
         assert_eq!(
             normalized(&after.message.formatted(), false),
@@ -180,7 +184,9 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
         let row = rows
             .iter()
             .find(|r| {
-                r.subscription_id == sub && r.kind == kind.as_str() && r.state != OutboxState::Skipped
+                r.subscription_id == sub
+                    && r.kind == kind.as_str()
+                    && r.state != OutboxState::Skipped
             })
             .unwrap();
         received
@@ -198,13 +204,20 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
         text(&ready)
     );
     let processed = mail("P1", NotificationKind::OrderProcessed);
-    assert!(text(&processed).contains("(1 seat)"), "{}", text(&processed));
+    assert!(
+        text(&processed).contains("(1 seat)"),
+        "{}",
+        text(&processed)
+    );
     assert!(text(&processed).starts_with("Hello Dana Reyes,"));
     let reminder = mail("M1", NotificationKind::RenewalReminder);
     let body = text(&reminder);
     assert!(body.contains("1 of 5 licenses is still assigned"), "{body}");
     assert!(body.contains("Un-assign the 1 license still"), "{body}");
-    assert!(body.contains("Open https://manage.autodesk.com/\n"), "{body}");
+    assert!(
+        body.contains("Open https://manage.autodesk.com/\n"),
+        "{body}"
+    );
     assert!(
         reminder
             .html()
@@ -262,7 +275,10 @@ async fn a_corrected_activation_link_goes_once_and_is_audited() {
     // A different link, not asked as a correction: refused, saying how; nothing written.
     match record(new.clone(), None).await {
         Err(ServiceError::Conflict(msg)) => {
-            assert!(msg.contains("--correct") && msg.contains("dl/wrong"), "{msg}")
+            assert!(
+                msg.contains("--correct") && msg.contains("dl/wrong"),
+                "{msg}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -295,7 +311,9 @@ async fn a_corrected_activation_link_goes_once_and_is_audited() {
     assert_eq!(received.len(), 2, "the first mail and one correction");
     let corrected = &received[1];
     assert!(
-        corrected.subject().starts_with("Correction: new download link"),
+        corrected
+            .subject()
+            .starts_with("Correction: new download link"),
         "{}",
         corrected.subject()
     );
@@ -314,7 +332,11 @@ async fn a_corrected_activation_link_goes_once_and_is_audited() {
     assert_eq!(audit.len(), 1);
     let a = &audit[0];
     assert_eq!(
-        (a.outbox_key.as_str(), a.old_url.as_str(), a.new_url.as_str()),
+        (
+            a.outbox_key.as_str(),
+            a.old_url.as_str(),
+            a.new_url.as_str()
+        ),
         ("S1/activated/2", old.as_str(), new.as_str())
     );
     assert_eq!((a.corrected_by.as_str(), a.corrected_at), ("cli:ops", t));
