@@ -39,7 +39,7 @@ fn normalized(raw: &[u8], drop_id: bool) -> String {
     }
     let mut out: String = text
         .lines()
-        .filter(|l| !l.starts_with("Date: ") && !(drop_id && l.starts_with("Message-ID: ")))
+        .filter(|l| !(l.starts_with("Date: ") || drop_id && l.starts_with("Message-ID: ")))
         .map(|l| format!("{l}\n"))
         .collect();
     for (i, b) in boundaries.iter().enumerate() {
