@@ -223,7 +223,7 @@ fn csv_imports_subscriptions() {
     .unwrap();
     let out = run(dir.path(), &["import", "more.csv"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 subscriptions"));
+    assert!(text(&out.stdout).contains("1 subscription from"));
     let out = run(dir.path(), &["render", "ready", "--subscription", "S3"]);
     assert!(
         text(&out.stdout).contains("To: admin@initech.example"),
