@@ -720,6 +720,32 @@ mod tests {
     }
 
     #[test]
+    fn the_manage_url_takes_the_subscription_and_is_checked() {
+        let s = Settings::from_toml_overlay(
+            "[marketplace]\nmanage_url = \"https://portal.example/subs/{subscription}/renewal\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.marketplace.manage_url_for("S 1/x"),
+            "https://portal.example/subs/S+1%2Fx/renewal"
+        );
+        for bad in [
+            "http://portal.example/",
+            "https://portal.example/{id}",
+            "portal",
+        ] {
+            let err =
+                Settings::from_toml_overlay(&format!("[marketplace]\nmanage_url = \"{bad}\"\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("marketplace.manage_url") && err.contains(bad),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let err = Settings::from_toml_overlay("[mail]\ntransprot = \"smtp\"\n").unwrap_err();
         assert!(err.to_string().contains("transprot"), "{err}");
