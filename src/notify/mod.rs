@@ -12,9 +12,11 @@ mod templates;
 pub use context::{CustomerView, MailContext, MarketplaceView, ResellerView, SubscriptionView};
 pub use facts::{
     ActivatedFacts, DisabledFacts, EndedFacts, FactsError, MailFacts, RejectedFacts, ReminderFacts,
-    RenewedFacts,
+    RenewedFacts, StalledFacts,
 };
-pub use keys::{disabled_key, message_id, provisioning_key, rejected_key, reminder_key, term_key};
+pub use keys::{
+    disabled_key, message_id, provisioning_key, rejected_key, reminder_key, stalled_key, term_key,
+};
 pub use kind::{NotificationKind, address_list, answer_recipients};
 pub use render::{Rendered, Renderer, TemplateError, sample_context};
 pub use templates::{TemplateFiles, export_built_in};
