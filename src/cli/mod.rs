@@ -19,6 +19,7 @@ mod jobs;
 mod licenses;
 mod migrate;
 mod notifications;
+mod order;
 mod pull;
 mod render;
 mod run;
@@ -41,7 +42,7 @@ use crate::store::StoreError;
     name = "renewal-worker",
     version,
     about = "Sends the lifecycle mail of marketplace subscriptions: provisioning notices, renewal reminders, renewals and ends.",
-    after_help = "Exit codes: 0 success; 1 error (bad input, unknown subscription, database or mail trouble); 2 bad command-line usage; 3 disable-auto-renew request rejected."
+    after_help = "Exit codes: 0 success; 1 error (bad input, unknown subscription, database or mail trouble); 2 bad command-line usage (and bad input to `order` and `order-check`); 3 disable-auto-renew request rejected, or `order-check`: the reseller may not order now."
 )]
 pub struct Cli {
     /// A TOML file with settings that override config/default.toml (env vars
@@ -105,7 +106,7 @@ pub enum Command {
     },
     /// Print the mail that would be sent, without sending or recording anything.
     Render {
-        /// ready | order-processed | activated
+        /// ready | order-processed | activated | order-stalled | ... (any mail kind)
         kind: String,
         #[arg(long)]
         subscription: String,
@@ -171,6 +172,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Orders: abandon one that will not complete (it is then no longer in flight).
+    Order {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
+    /// Whether a reseller may start a new order now (one order in flight per reseller).
+    /// Exit code 0: it may; 3: it may not (the order in flight is named); 2: bad input.
+    OrderCheck {
+        /// Reseller id.
+        reseller: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the outbox: every mail owed or sent, with its state.
     Notifications {
         #[arg(long)]
@@ -228,6 +242,18 @@ pub enum JobsCommand {
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not an age like 30d or 12h: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Mark the order of a subscription abandoned (audited): it is no longer in flight, so
+    /// its reseller may order again and the watchdog stops. An activated order cannot be.
+    Abandon {
+        subscription: String,
+        /// Why (kept in the audit).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,7 +325,7 @@ impl CliError {
     }
 }
 
-/// Exit code of a rejected disable-auto-renew request.
+/// Exit code of a rejected disable-auto-renew request, and of an order check that says no.
 pub const EXIT_REJECTED: u8 = 3;
 /// Exit code of bad command-line usage (clap's own, and ours).
 pub const EXIT_USAGE: u8 = 2;
@@ -369,6 +395,8 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
         } => timeline::run(settings, clock, subscription, at, json, out).await,
         Command::Pull { json } => pull::run(settings, clock, json, out).await,
         Command::Simulate { from, to, json } => simulate::run(settings, from, to, json, out).await,
+        Command::Order { command } => order::run(settings, clock, command, out).await,
+        Command::OrderCheck { reseller, json } => order::check(settings, reseller, json, out).await,
         Command::Notifications { subscription, json } => {
             notifications::run(settings, subscription, json, out).await
         }

@@ -9,7 +9,9 @@ use super::{CliError, input_error, usage_error};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::domain::{DownloadUrl, SubscriptionId};
-use crate::notify::{ActivatedFacts, MailFacts, NotificationKind, address_list, provisioning_key};
+use crate::notify::{
+    ActivatedFacts, MailFacts, NotificationKind, address_list, provisioning_key, stalled_key,
+};
 use crate::outbox::Deliverer;
 use crate::service;
 
@@ -31,7 +33,13 @@ pub(super) async fn run(
         .map_err(|e| input_error("--download-url", e))?;
     let store = service::open_existing_store(&settings).await?;
     let ctx = service::subscription(&store, &id).await?;
-    let key = provisioning_key(id.as_str(), kind);
+    let key = match kind {
+        // The watchdog's mail about the order's current step, if it was recorded.
+        NotificationKind::OrderStalled => {
+            stalled_key(id.as_str(), ctx.subscription.provisioning.state().as_str())
+        }
+        _ => provisioning_key(id.as_str(), kind),
+    };
     let recorded = store.outbox_by_key(&key).await?;
     // A given download URL is previewed with any kind, as it would be recorded for
     // `activated`; only that kind's templates show it.
@@ -42,7 +50,7 @@ pub(super) async fn run(
         }
         (None, None) => MailFacts::sample(kind),
     };
-    let recipients = address_list(&kind.recipients(&ctx));
+    let recipients = address_list(&kind.addressees(&ctx, &settings.marketplace));
     let settings = Arc::new(settings);
     let deliverer = Deliverer::build(settings, store, clock, "preview".into())?;
     let (mail, message) = deliverer

@@ -51,7 +51,8 @@ pub(super) async fn run(
             )?;
         }
         let count = |k: &str| mails.iter().filter(|m| m.kind == k).count();
-        writeln!(
+        let stalled = count("order_stalled");
+        write!(
             out,
             "{} mails for {} subscriptions from {from} to {to}: {} reminders, {} renewals, {} ends",
             mails.len(),
@@ -60,6 +61,10 @@ pub(super) async fn run(
             count("subscription_renewed"),
             count("subscription_ended")
         )?;
+        if stalled > 0 {
+            write!(out, ", {stalled} stalled orders")?;
+        }
+        writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

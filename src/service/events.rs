@@ -2,7 +2,7 @@
 //! outbox once per (subscription, event) however often the event arrives.
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ServiceError;
 use crate::config::Settings;
@@ -25,7 +25,8 @@ pub enum EventOutcome {
 }
 
 /// Records a provisioning event: the mail it owes goes into the outbox, once per
-/// (subscription, event) however often the event arrives.
+/// (subscription, event) however often the event arrives; the order's step is recorded with
+/// its first instant (see [`record_step`]).
 pub async fn record_event(
     store: &Store,
     settings: &Settings,
@@ -34,6 +35,22 @@ pub async fn record_event(
     event: ProvisioningEvent,
     download_url: Option<&DownloadUrl>,
 ) -> Result<EventOutcome, ServiceError> {
+    record_step(store, settings, now, subscription, event, download_url)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`record_event`], also saying which other order of the reseller was in flight when this
+/// step came for the first time, if one was: the step is still recorded and mailed (the vendor
+/// decided), and audited with the flag `overlapping_order`.
+pub async fn record_step(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    subscription: &SubscriptionId,
+    event: ProvisioningEvent,
+    download_url: Option<&DownloadUrl>,
+) -> Result<(EventOutcome, Option<String>), ServiceError> {
     let details = match (event, download_url) {
         (ProvisioningEvent::Activated, Some(url)) => MailFacts::Activated(ActivatedFacts {
             download_url: url.clone(),
@@ -65,8 +82,20 @@ pub async fn record_event(
         recipients: recipients.clone(),
         payload: details.to_payload(),
     };
-    let outcome = store.enqueue_notification(&new, now).await?;
-    Ok(match outcome {
+    let recorded = store
+        .record_provisioning_step(subscription.as_str(), event, "event", &new, now)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSubscription(subscription.as_str().to_owned()))?;
+    if let Some(other) = &recorded.overlapping {
+        warn!(
+            subscription = subscription.as_str(),
+            reseller = ctx.reseller.id.as_str(),
+            in_flight = other.as_str(),
+            step = event.key(),
+            "overlapping order: the reseller had another order in flight"
+        );
+    }
+    let outcome = match recorded.mail {
         Enqueued::Created { id } => {
             info!(
                 subscription = subscription.as_str(),
@@ -83,5 +112,6 @@ pub async fn record_event(
             outbox_id: id,
             state: state.as_str().to_owned(),
         },
-    })
+    };
+    Ok((outcome, recorded.overlapping))
 }
