@@ -14,6 +14,7 @@ mod explain;
 mod http;
 mod install;
 mod outage;
+mod provisioning;
 mod renewal;
 mod scale;
 mod secrets;
