@@ -161,7 +161,8 @@ pub enum Command {
         json: bool,
     },
     /// Print, day by day, every mail the current data would produce between two dates
-    /// (reminders, renewals, ends), as if the daemon ran throughout. Sends and records nothing.
+    /// (reminders, renewals, ends, stalled orders), as if the daemon ran throughout. Sends and
+    /// records nothing.
     Simulate {
         /// First day (in each reseller's time zone), YYYY-MM-DD.
         #[arg(long, value_parser = calendar::parse_date)]

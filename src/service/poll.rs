@@ -399,7 +399,12 @@ async fn poll_on(
 ) -> Result<(), ServiceError> {
     // The first term was the group's step.
     for _ in 1..MAX_TERMS_PER_POLL {
-        let (step, _) = plan_or_retry(settings, calendars, ctx, &input, now)?;
+        let (mut step, planned) = plan_or_retry(settings, calendars, ctx, &input, now)?;
+        if planned {
+            // Each step sets the next due instant: the order's stall keeps its place in it
+            // (its mail, if owed, was recorded by the first step; recording it again is a no-op).
+            watch_order(settings, calendars, ctx, now, &mut step.update);
+        }
         let applied = store.apply_renewal(&step.update, now).await?;
         count(report, &step.update, applied);
         match (applied.applied, step.then) {
