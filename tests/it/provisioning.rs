@@ -422,3 +422,34 @@ async fn bad_input_is_refused_naming_it_and_nothing_is_written() {
     assert!(err.to_string().contains("no order"), "{err}");
     assert!(app.store.provisioning_audit("S2").await.unwrap().is_empty());
 }
+
+on_both_backends!(async a_later_step_and_then_a_new_stall_alerts_again);
+async fn a_later_step_and_then_a_new_stall_alerts_again() {
+    let sink = SmtpSink::start(Behaviour::Accept);
+    let app = TestApp::new(Some(&sink), "").await;
+    app.import(US_RESELLER).await;
+    step_at(&app, "S1", "ready", utc("2026-01-16T15:30:00Z")).await;
+    let (clock, shared) = manual("2026-01-21T15:30:00Z");
+    let d = app.deliverer(shared);
+    poll_and_send(&d, &clock, utc("2026-01-21T15:30:00Z")).await;
+    assert_eq!(stalled(&sink).len(), 1);
+    // Thursday the 22nd: order processed; two business days later, Monday the 26th.
+    step_at(&app, "S1", "order-processed", utc("2026-01-22T15:30:00Z")).await;
+    poll_and_send(&d, &clock, utc("2026-01-26T15:29:00Z")).await;
+    assert_eq!(stalled(&sink).len(), 1, "not before the new stall");
+    poll_and_send(&d, &clock, utc("2026-01-26T15:30:00Z")).await;
+    poll_and_send(&d, &clock, utc("2026-01-27T15:30:00Z")).await;
+    let got = stalled(&sink);
+    assert_eq!(got.len(), 2, "one more for the new stall");
+    let keys: Vec<String> = app
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| r.kind == "order_stalled")
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["S1/order_stalled/ready", "S1/order_stalled/order_processed"]
+    );
+}
