@@ -58,6 +58,16 @@ pub struct Settings {
     pub poll: PollSettings,
     pub http: HttpSettings,
     pub source: SourceSettings,
+    pub provisioning: ProvisioningSettings,
+}
+
+/// `[provisioning]`: the watchdog of orders in flight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningSettings {
+    /// An order in flight this long after its last step stalls: `"2bd"` business days on the
+    /// reseller's calendar (at the same local time), or `"3d"` calendar days.
+    pub stall_after: crate::renewal::ReminderOffset,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +227,8 @@ pub struct LogSettings {
 pub struct MarketplaceSettings {
     pub name: String,
     pub support_email: String,
+    /// Where the marketplace's own alerts go (an order that stalled).
+    pub operations_email: String,
     pub vendor_name: String,
     pub vendor_portal_url: String,
     /// Where a reseller acts on one subscription (turns auto-renew off, un-assigns licenses):
@@ -511,6 +523,22 @@ impl Settings {
                 "marketplace.support_email",
                 &self.marketplace.support_email,
                 "expected an email address",
+            ));
+        }
+        if crate::domain::EmailAddress::parse(&self.marketplace.operations_email).is_err() {
+            return Err(invalid(
+                "marketplace.operations_email",
+                &self.marketplace.operations_email,
+                "expected an email address",
+            ));
+        }
+        if self.provisioning.stall_after == crate::renewal::ReminderOffset::Days(0)
+            || self.provisioning.stall_after == crate::renewal::ReminderOffset::BusinessDays(0)
+        {
+            return Err(invalid(
+                "provisioning.stall_after",
+                self.provisioning.stall_after,
+                "must be at least one day (\"1d\") or business day (\"1bd\")",
             ));
         }
         Ok(())

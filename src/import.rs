@@ -387,6 +387,7 @@ const SUBSCRIPTION_FIELDS: &[&str] = &[
     "term_end",
     "auto_renew",
     "notify_email",
+    "provisioning",
 ];
 
 /// Checks every row. `known_calendar` says whether a calendar name exists; `known` is what the
@@ -567,6 +568,15 @@ pub fn check(
             );
         }
         let notify_email = r.parsed("notify_email", false, EmailAddress::parse);
+        // Only "pending" is something to say at creation: the notices that follow are events.
+        let open_order = r
+            .parsed("provisioning", false, |s| match s {
+                "pending" => Ok(true),
+                other => Err(format!(
+                    "{other:?} is not a provisioning state a subscription can be created in: only \"pending\" (the order is in flight; its steps arrive as events)"
+                )),
+            })
+            .unwrap_or(false);
         if let Some(rid) = &reseller_id
             && !reseller_exists(rid.as_str())
         {
@@ -653,6 +663,8 @@ pub fn check(
                 auto_renew,
                 notify_email,
                 renewal: Default::default(),
+                open_order,
+                provisioning: Default::default(),
             });
         }
         progress(1);

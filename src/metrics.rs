@@ -32,6 +32,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub oldest_pending_seconds: Gauge,
     pub owed_mails: Gauge,
+    pub overlapping_orders: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,7 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let oldest_pending_seconds = Gauge::default();
         let owed_mails = Gauge::default();
+        let overlapping_orders = Gauge::default();
         let mut r = Registry::with_prefix("renewal_worker");
         r.register("jobs", "Jobs run, by kind and outcome", jobs.clone());
         r.register(
@@ -77,6 +79,11 @@ impl Metrics {
             "Mails owed and not yet sent",
             owed_mails.clone(),
         );
+        r.register(
+            "overlapping_orders",
+            "Provisioning steps recorded while another order of the same reseller was in flight (flagged overlapping_order in the audit)",
+            overlapping_orders.clone(),
+        );
         Self {
             registry: Mutex::new(r),
             jobs,
@@ -86,6 +93,7 @@ impl Metrics {
             queue_depth,
             oldest_pending_seconds,
             owed_mails,
+            overlapping_orders,
         }
     }
 

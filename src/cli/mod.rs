@@ -19,6 +19,7 @@ mod jobs;
 mod licenses;
 mod migrate;
 mod notifications;
+mod order;
 mod pull;
 mod render;
 mod run;
@@ -41,7 +42,7 @@ use crate::store::StoreError;
     name = "renewal-worker",
     version,
     about = "Sends the lifecycle mail of marketplace subscriptions: provisioning notices, renewal reminders, renewals and ends.",
-    after_help = "Exit codes: 0 success; 1 error (bad input, unknown subscription, database or mail trouble); 2 bad command-line usage; 3 disable-auto-renew request rejected."
+    after_help = "Exit codes: 0 success; 1 error (bad input, unknown subscription, database or mail trouble); 2 bad command-line usage (and bad input to `order` and `order-check`); 3 disable-auto-renew request rejected, or `order-check`: the reseller may not order now."
 )]
 pub struct Cli {
     /// A TOML file with settings that override config/default.toml (env vars
@@ -166,7 +167,8 @@ pub enum Command {
         json: bool,
     },
     /// Print, day by day, every mail the current data would produce between two dates
-    /// (reminders, renewals, ends), as if the daemon ran throughout. Sends and records nothing.
+    /// (reminders, renewals, ends, stalled orders), as if the daemon ran throughout. Sends and
+    /// records nothing.
     Simulate {
         /// First day (in each reseller's time zone), YYYY-MM-DD.
         #[arg(long, value_parser = calendar::parse_date)]
@@ -177,6 +179,19 @@ pub enum Command {
         /// Only this subscription.
         #[arg(long)]
         subscription: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Orders: abandon one that will not complete (it is then no longer in flight).
+    Order {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
+    /// Whether a reseller may start a new order now (one order in flight per reseller).
+    /// Exit code 0: it may; 3: it may not (the order in flight is named); 2: bad input.
+    OrderCheck {
+        /// Reseller id.
+        reseller: String,
         #[arg(long)]
         json: bool,
     },
@@ -237,6 +252,18 @@ pub enum JobsCommand {
 
 fn parse_age(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not an age like 30d or 12h: {e}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Mark the order of a subscription abandoned (audited): it is no longer in flight, so
+    /// its reseller may order again and the watchdog stops. An activated order cannot be.
+    Abandon {
+        subscription: String,
+        /// Why (kept in the audit).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,7 +335,7 @@ impl CliError {
     }
 }
 
-/// Exit code of a rejected disable-auto-renew request.
+/// Exit code of a rejected disable-auto-renew request, and of an order check that says no.
 pub const EXIT_REJECTED: u8 = 3;
 /// Exit code of bad command-line usage (clap's own, and ours).
 pub const EXIT_USAGE: u8 = 2;
@@ -413,6 +440,8 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
             subscription,
             json,
         } => simulate::run(settings, from, to, subscription, json, out).await,
+        Command::Order { command } => order::run(settings, clock, command, out).await,
+        Command::OrderCheck { reseller, json } => order::check(settings, reseller, json, out).await,
         Command::Notifications { subscription, json } => {
             notifications::run(settings, subscription, json, out).await
         }

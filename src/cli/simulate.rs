@@ -64,7 +64,8 @@ pub(super) async fn run(
             )?;
         }
         let of = |k: &str| mails.iter().filter(|m| m.kind == k).count();
-        writeln!(
+        let stalled = of("order_stalled");
+        write!(
             out,
             "{} for {} from {from} to {to}: {}, {}, {}",
             count(mails.len(), "mail", "mails"),
@@ -73,6 +74,14 @@ pub(super) async fn run(
             count(of("subscription_renewed"), "renewal", "renewals"),
             count(of("subscription_ended"), "end", "ends")
         )?;
+        if stalled > 0 {
+            write!(
+                out,
+                ", {}",
+                count(stalled, "stalled order", "stalled orders")
+            )?;
+        }
+        writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,49 @@ pub fn render(report: &TimelineReport, json: bool, out: &mut dyn Write) -> Resul
         }
     };
     writeln!(out, "disable now   {verdict}")?;
+    let p = &view.provisioning;
+    let step = |name: &str, at: &Option<String>| at.as_ref().map(|t| format!("{name} {t}"));
+    let steps: Vec<String> = [
+        step("opened", &p.opened_at),
+        step("ready", &p.ready_at),
+        step("order_processed", &p.order_processed_at),
+        step("activated", &p.activated_at),
+        step("abandoned", &p.abandoned_at),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    writeln!(
+        out,
+        "provisioning  {}{}{}",
+        p.state,
+        if p.in_flight {
+            " (order in flight)"
+        } else {
+            ""
+        },
+        if steps.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", steps.join(", "))
+        }
+    )?;
+    if let (Some(at), Some(missing)) = (&p.stalls_at, p.missing_step) {
+        writeln!(out, "watchdog      stalls at {at} unless {missing} comes")?;
+    }
+    if let Some(reason) = p.abandon_reason {
+        writeln!(out, "abandoned     {reason}")?;
+    }
+    for a in p.audit.iter().filter(|a| a.flag.is_some()) {
+        writeln!(
+            out,
+            "flagged       {} at {}: {} ({} was in flight)",
+            a.action,
+            local(a.at, tz),
+            a.flag.as_deref().unwrap_or_default(),
+            a.overlapping.as_deref().unwrap_or("?")
+        )?;
+    }
     for (i, r) in shown.requests.iter().enumerate() {
         writeln!(
             out,

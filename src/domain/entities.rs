@@ -4,8 +4,8 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::{
-    AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
-    SubscriptionId, TimeZoneName,
+    AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, Provisioning, ResellerId,
+    Seats, SubscriptionId, TimeZoneName,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +49,11 @@ pub struct Subscription {
     /// The worker's renewal state (not imported): whether the subscription has ended, and the
     /// term end at which an accepted disable request takes effect.
     pub renewal: RenewalState,
+    /// Created with `provisioning: "pending"`: its order is in flight from its creation (as
+    /// imported; stored as the instant it was first stored, in `provisioning.opened_at`).
+    pub open_order: bool,
+    /// The worker's record of its order (not imported).
+    pub provisioning: Provisioning,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -10,6 +10,7 @@ mod entities;
 mod event;
 mod ids;
 mod product_id;
+mod provisioning;
 mod seats;
 mod timezone;
 mod url;
@@ -21,6 +22,7 @@ pub use entities::{Customer, RenewalState, Reseller, Subscription, SubscriptionC
 pub use event::ProvisioningEvent;
 pub use ids::{CustomerId, ResellerId, SubscriptionId};
 pub use product_id::ProductId;
+pub use provisioning::{Provisioning, ProvisioningState};
 pub use seats::{AssignedLicenses, Seats};
 pub use timezone::TimeZoneName;
 pub use url::DownloadUrl;

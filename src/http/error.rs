@@ -47,9 +47,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownSubscription(_) => {
                 Self::new(StatusCode::NOT_FOUND, e.to_string(), None)
             }
+            ServiceError::UnknownReseller(_) => {
+                Self::new(StatusCode::NOT_FOUND, e.to_string(), Some("id"))
+            }
+            ServiceError::Field { field, message } => Self::invalid(field, message),
+            ServiceError::Conflict(msg) => Self::new(StatusCode::CONFLICT, msg, None),
             ServiceError::Licenses(e) => Self::invalid("assigned", e),
             ServiceError::Invalid(msg) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg, None),
-            ServiceError::Conflict(msg) => Self::new(StatusCode::CONFLICT, msg, None),
             other => {
                 tracing::error!(error = %other, "request failed");
                 Self::new(

@@ -49,6 +49,14 @@ pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "queue gauges not refreshed"),
     }
+    // Read from the store, so steps recorded by any process (CLI, puller, another daemon)
+    // are counted.
+    match d.store.overlapping_orders().await {
+        Ok(n) => {
+            d.metrics.overlapping_orders.set(n);
+        }
+        Err(e) => tracing::warn!(error = %e, "overlapping orders gauge not refreshed"),
+    }
     (
         [(
             header::CONTENT_TYPE,

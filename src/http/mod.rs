@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod health;
 mod licenses;
+mod orders;
 mod request;
 mod subscriptions;
 mod timeline;
@@ -36,6 +37,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/subscriptions/{id}/licenses"),
     ("post", "/subscriptions/{id}/disable-auto-renew"),
     ("get", "/subscriptions/{id}/timeline"),
+    ("post", "/subscriptions/{id}/abandon-order"),
+    ("get", "/resellers/{id}/order-check"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -55,6 +58,11 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
             post(disable::post_disable),
         )
         .route("/subscriptions/{id}/timeline", get(timeline::get_timeline))
+        .route(
+            "/subscriptions/{id}/abandon-order",
+            post(orders::post_abandon),
+        )
+        .route("/resellers/{id}/order-check", get(orders::get_order_check))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     Router::new()
         .route("/healthz", get(health::healthz))

@@ -27,6 +27,7 @@ pub enum MailFacts {
     SubscriptionEnded(EndedFacts),
     AutoRenewDisabled(DisabledFacts),
     DisableRejected(RejectedFacts),
+    OrderStalled(StalledFacts),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,27 @@ pub struct RejectedFacts {
     pub term_end: NaiveDate,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StalledFacts {
+    /// The furthest step the order reached (`pending`, `ready`, `order_processed`).
+    pub last_step: String,
+    /// When it was recorded, in the reseller's time zone.
+    #[serde(with = "rfc3339")]
+    pub last_step_at: DateTime<FixedOffset>,
+    /// The same, as people read it.
+    pub last_step_when: String,
+    /// The step that did not come (`ready`, `order_processed`, `activated`).
+    pub missing_step: String,
+    /// When the order counted as stalled, in the reseller's time zone.
+    #[serde(with = "rfc3339")]
+    pub stalled_at: DateTime<FixedOffset>,
+    /// The same, as people read it.
+    pub stalled_when: String,
+    /// The setting it stalled by (`2bd`).
+    pub stall_after: String,
+    pub timezone: TimeZoneName,
+}
+
 /// A stored payload that is not the facts of its kind: that mail cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the facts of this {kind} mail do not parse: {}{reason}", field_prefix(.field))]
@@ -154,6 +176,7 @@ impl MailFacts {
             NotificationKind::SubscriptionEnded => Self::SubscriptionEnded(read(kind, payload)?),
             NotificationKind::AutoRenewDisabled => Self::AutoRenewDisabled(read(kind, payload)?),
             NotificationKind::DisableRejected => Self::DisableRejected(read(kind, payload)?),
+            NotificationKind::OrderStalled => Self::OrderStalled(read(kind, payload)?),
         })
     }
 
@@ -175,6 +198,7 @@ impl MailFacts {
             Self::SubscriptionEnded(_) => NotificationKind::SubscriptionEnded,
             Self::AutoRenewDisabled(_) => NotificationKind::AutoRenewDisabled,
             Self::DisableRejected(_) => NotificationKind::DisableRejected,
+            Self::OrderStalled(_) => NotificationKind::OrderStalled,
         }
     }
 
@@ -230,6 +254,18 @@ impl MailFacts {
                 requested_by: buyer(),
                 term_end: date("2026-12-28"),
             }),
+            NotificationKind::OrderStalled => Self::OrderStalled(StalledFacts {
+                last_step: "order_processed".into(),
+                last_step_at: DateTime::parse_from_rfc3339("2026-01-16T10:30:00-05:00")
+                    .expect("sample instant"),
+                last_step_when: "Friday 2026-01-16, 10:30 EST (America/New_York)".into(),
+                missing_step: "activated".into(),
+                stalled_at: DateTime::parse_from_rfc3339("2026-01-21T10:30:00-05:00")
+                    .expect("sample instant"),
+                stalled_when: "Wednesday 2026-01-21, 10:30 EST (America/New_York)".into(),
+                stall_after: "2bd".into(),
+                timezone: TimeZoneName::parse("America/New_York").expect("sample tz"),
+            }),
         }
     }
 }
@@ -256,7 +292,7 @@ mod tests {
 
     /// Payloads as the previous release stored them (`Value::to_string` of its `json!`
     /// objects), one per kind.
-    const STORED: [(NotificationKind, &str); 8] = [
+    const STORED: [(NotificationKind, &str); 9] = [
         (NotificationKind::Ready, r#"{}"#),
         (NotificationKind::OrderProcessed, r#"{}"#),
         (
@@ -282,6 +318,10 @@ mod tests {
         (
             NotificationKind::DisableRejected,
             r#"{"assigned_licenses":3,"requested_by":"buyer@acme.example","term_end":"2026-12-28"}"#,
+        ),
+        (
+            NotificationKind::OrderStalled,
+            r#"{"last_step":"order_processed","last_step_at":"2026-01-16T10:30:00-05:00","last_step_when":"Friday 2026-01-16, 10:30 EST (America/New_York)","missing_step":"activated","stall_after":"2bd","stalled_at":"2026-01-21T10:30:00-05:00","stalled_when":"Wednesday 2026-01-21, 10:30 EST (America/New_York)","timezone":"America/New_York"}"#,
         ),
     ];
 

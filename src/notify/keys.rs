@@ -48,6 +48,15 @@ pub fn rejected_key(subscription_id: &str, request_key: &str) -> String {
     )
 }
 
+/// The outbox key of the watchdog's mail about an order that stalled after `last_step`: once
+/// per stall (a later step, then a new stall, is another key).
+pub fn stalled_key(subscription_id: &str, last_step: &str) -> String {
+    format!(
+        "{subscription_id}/{}/{last_step}",
+        NotificationKind::OrderStalled.as_str()
+    )
+}
+
 /// A Message-ID derived from the outbox key alone, so a resend after a crash carries the same
 /// id and the receiving side can drop the duplicate.
 pub fn message_id(key: &str, domain: &str) -> String {
@@ -78,6 +87,10 @@ mod tests {
         assert_eq!(disabled_key("S1"), "S1/auto_renew_disabled");
         assert_eq!(activation_correction_key("S1", 2), "S1/activated/2");
         assert_eq!(rejected_key("S1", "m-1"), "S1/disable_rejected/m-1");
+        assert_eq!(
+            stalled_key("S1", "order_processed"),
+            "S1/order_stalled/order_processed"
+        );
     }
 
     #[test]

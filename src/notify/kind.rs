@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::config::MarketplaceSettings;
 use crate::domain::SubscriptionContext;
 use crate::domain::{EmailAddress, ProvisioningEvent};
 
@@ -23,10 +24,12 @@ pub enum NotificationKind {
     AutoRenewDisabled,
     /// A request to disable auto-renew was rejected (licenses still assigned).
     DisableRejected,
+    /// An order in flight waited too long on its next step: to the marketplace's operations.
+    OrderStalled,
 }
 
 impl NotificationKind {
-    pub const ALL: [NotificationKind; 8] = [
+    pub const ALL: [NotificationKind; 9] = [
         Self::Ready,
         Self::OrderProcessed,
         Self::Activated,
@@ -35,6 +38,7 @@ impl NotificationKind {
         Self::SubscriptionEnded,
         Self::AutoRenewDisabled,
         Self::DisableRejected,
+        Self::OrderStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl NotificationKind {
             Self::SubscriptionEnded => "subscription_ended",
             Self::AutoRenewDisabled => "auto_renew_disabled",
             Self::DisableRejected => "disable_rejected",
+            Self::OrderStalled => "order_stalled",
         }
     }
 
@@ -82,6 +87,24 @@ impl NotificationKind {
             | Self::SubscriptionEnded
             | Self::AutoRenewDisabled
             | Self::DisableRejected => vec![ctx.reseller.email.clone()],
+            // Not a party of the subscription: see [`NotificationKind::addressees`].
+            Self::OrderStalled => Vec::new(),
+        }
+    }
+
+    /// Who receives it, the marketplace's own addresses included: an order that stalled
+    /// goes to `marketplace.operations_email` (checked when the settings load), every other
+    /// kind to [`NotificationKind::recipients`].
+    pub fn addressees(
+        self,
+        ctx: &SubscriptionContext,
+        marketplace: &MarketplaceSettings,
+    ) -> Vec<EmailAddress> {
+        match self {
+            Self::OrderStalled => EmailAddress::parse(&marketplace.operations_email)
+                .into_iter()
+                .collect(),
+            other => other.recipients(ctx),
         }
     }
 }

@@ -12,11 +12,11 @@ mod templates;
 pub use context::{CustomerView, MailContext, MarketplaceView, ResellerView, SubscriptionView};
 pub use facts::{
     ActivatedFacts, DisabledFacts, EndedFacts, FactsError, MailFacts, RejectedFacts, ReminderFacts,
-    RenewedFacts,
+    RenewedFacts, StalledFacts,
 };
 pub use keys::{
     activation_correction_key, disabled_key, message_id, provisioning_key, rejected_key,
-    reminder_key, term_key,
+    reminder_key, stalled_key, term_key,
 };
 pub use kind::{NotificationKind, address_list, answer_recipients};
 pub use render::{Rendered, Renderer, TemplateError, sample_context};

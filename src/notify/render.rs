@@ -349,6 +349,8 @@ pub fn sample_context() -> SubscriptionContext {
             auto_renew: true,
             notify_email: None,
             renewal: Default::default(),
+            open_order: false,
+            provisioning: Default::default(),
         },
     }
 }

@@ -10,7 +10,9 @@ use super::{Deliverer, Delivery, OutboxError};
 use crate::domain::SubscriptionContext;
 use crate::domain::{EmailAddress, SubscriptionId};
 use crate::mail::{OutgoingMail, SendError};
-use crate::notify::{MailContext, MailFacts, NotificationKind, ReminderFacts, message_id};
+use crate::notify::{
+    MailContext, MailFacts, NotificationKind, ReminderFacts, StalledFacts, message_id,
+};
 use crate::retry::Backoff;
 use crate::store::{AttemptOutcome, FinishedAttempt, StoreError};
 
@@ -53,6 +55,27 @@ fn stale_reminder(
     }
     let cutoff = facts.cutoff_at;
     (now >= cutoff).then(|| format!("the cutoff {cutoff} passed before it went out"))
+}
+
+/// Why a mail about a stalled order should no longer go out, if it should not: the order
+/// moved on (a later step came, it was activated or abandoned) while the mail waited, and an
+/// alert about a stall that is over would send operations chasing nothing.
+fn stale_stall(facts: &StalledFacts, ctx: &SubscriptionContext) -> Option<String> {
+    let p = &ctx.subscription.provisioning;
+    if !p.in_flight {
+        return Some(match (p.activated_at, p.abandoned_at) {
+            (Some(_), _) => "the order was activated before it went out".into(),
+            (_, Some(_)) => "the order was abandoned before it went out".into(),
+            _ => "the order is no longer in flight".into(),
+        });
+    }
+    let state = p.state();
+    (state.as_str() != facts.last_step).then(|| {
+        format!(
+            "the order moved on from {} to {} before it went out",
+            facts.last_step, state
+        )
+    })
 }
 
 impl Deliverer {
@@ -221,6 +244,11 @@ impl Deliverer {
         let details = MailFacts::parse(kind, &row.payload).map_err(|e| permanent(e.to_string()))?;
         if let MailFacts::RenewalReminder(reminder) = &details
             && let Some(reason) = stale_reminder(reminder, &ctx, self.clock.now())
+        {
+            return Ok(Prepared::Stale(reason));
+        }
+        if let MailFacts::OrderStalled(stall) = &details
+            && let Some(reason) = stale_stall(stall, &ctx)
         {
             return Ok(Prepared::Stale(reason));
         }

@@ -10,6 +10,7 @@
 
 mod offset;
 pub mod plan;
+pub mod stall;
 pub mod steps;
 #[cfg(test)]
 mod tests;

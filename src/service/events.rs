@@ -4,7 +4,7 @@
 //! audited.
 
 use chrono::{DateTime, Utc};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ServiceError;
 use crate::config::Settings;
@@ -35,9 +35,9 @@ pub enum EventOutcome {
 }
 
 /// Records a provisioning event: the mail it owes goes into the outbox, once per
-/// (subscription, event) however often the event arrives. An `activated` event whose link
-/// differs from the one recorded is refused ([`ServiceError::Conflict`]): see
-/// [`record_event_correcting`].
+/// (subscription, event) however often the event arrives; the order's step is recorded with
+/// its first instant (see [`record_step`]). An `activated` event whose link differs from the
+/// one recorded is refused ([`ServiceError::Conflict`]): see [`record_event_correcting`].
 pub async fn record_event(
     store: &Store,
     settings: &Settings,
@@ -46,16 +46,33 @@ pub async fn record_event(
     event: ProvisioningEvent,
     download_url: Option<&DownloadUrl>,
 ) -> Result<EventOutcome, ServiceError> {
-    record_event_correcting(
+    record_step(store, settings, now, subscription, event, download_url)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`record_event`], also saying which other order of the reseller was in flight when this
+/// step came for the first time, if one was: the step is still recorded and mailed (the vendor
+/// decided), and audited with the flag `overlapping_order`.
+pub async fn record_step(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    subscription: &SubscriptionId,
+    event: ProvisioningEvent,
+    download_url: Option<&DownloadUrl>,
+) -> Result<(EventOutcome, Option<String>), ServiceError> {
+    let mut overlapping = None;
+    let outcome = record(
         store,
         settings,
         now,
-        subscription,
-        event,
-        download_url,
+        (subscription, event, download_url),
         None,
+        &mut overlapping,
     )
-    .await
+    .await?;
+    Ok((outcome, overlapping))
 }
 
 /// As [`record_event`]; with `corrected_by` (who asks, for the audit), an `activated` event
@@ -69,6 +86,20 @@ pub async fn record_event_correcting(
     event: ProvisioningEvent,
     download_url: Option<&DownloadUrl>,
     corrected_by: Option<&str>,
+) -> Result<EventOutcome, ServiceError> {
+    let what = (subscription, event, download_url);
+    record(store, settings, now, what, corrected_by, &mut None).await
+}
+
+/// The one path of every provisioning event; `overlapping` is set to the reseller's other order
+/// in flight when this step came first while it was.
+async fn record(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    (subscription, event, download_url): (&SubscriptionId, ProvisioningEvent, Option<&DownloadUrl>),
+    corrected_by: Option<&str>,
+    overlapping: &mut Option<String>,
 ) -> Result<EventOutcome, ServiceError> {
     let details = match (event, download_url) {
         (ProvisioningEvent::Activated, Some(url)) => {
@@ -101,8 +132,21 @@ pub async fn record_event_correcting(
         recipients: recipients.clone(),
         payload: details.to_payload(),
     };
-    let outcome = store.enqueue_notification(&new, now).await?;
-    let (id, state) = match outcome {
+    let recorded = store
+        .record_provisioning_step(subscription.as_str(), event, "event", &new, now)
+        .await?
+        .ok_or_else(|| ServiceError::UnknownSubscription(subscription.as_str().to_owned()))?;
+    if let Some(other) = &recorded.overlapping {
+        warn!(
+            subscription = subscription.as_str(),
+            reseller = ctx.reseller.id.as_str(),
+            in_flight = other.as_str(),
+            step = event.key(),
+            "overlapping order: the reseller had another order in flight"
+        );
+    }
+    *overlapping = recorded.overlapping;
+    let (id, state) = match recorded.mail {
         Enqueued::Created { id } => {
             info!(
                 subscription = subscription.as_str(),

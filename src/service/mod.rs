@@ -1,12 +1,13 @@
 //! The use cases the CLI, the HTTP API, the jobs and the pulling source share, each written
-//! once: records in, provisioning events, license counts, disable requests, the poll, the
-//! timeline and the simulation. Each takes its time as an argument and its I/O from the store;
+//! once: records in, provisioning events, orders, license counts, disable requests, the poll,
+//! the timeline and the simulation. Each takes its time as an argument and its I/O from the store;
 //! all fail with one [`ServiceError`].
 
 pub mod check;
 pub mod disable;
 pub mod events;
 pub mod licenses;
+pub mod orders;
 pub mod poll;
 pub mod preview;
 pub mod records;
@@ -27,8 +28,9 @@ use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
 
 pub use disable::{DisableOutcome, request_disable};
-pub use events::{EventOutcome, record_event, record_event_correcting};
+pub use events::{EventOutcome, record_event, record_event_correcting, record_step};
 pub use licenses::{LicenseChange, set_assigned_licenses};
+pub use orders::{InFlight, OrderCheck, abandon_order, order_check};
 pub use poll::{PollReport, poll, poll_now};
 pub use preview::{Preview, preview};
 pub use records::{check_and_upsert, known_for};
@@ -50,11 +52,20 @@ pub enum ServiceError {
     Outbox(#[from] OutboxError),
     #[error("unknown subscription {0:?}")]
     UnknownSubscription(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// The request contradicts what is recorded; the message says how to do it on purpose.
+    #[error("unknown reseller {0:?}")]
+    UnknownReseller(String),
+    /// A value of the request that is refused; names the field.
+    #[error("{field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+    /// The request is understood but the state forbids it (nothing was written); the message
+    /// says how to do it on purpose where there is a way.
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Opens the store as configured.

@@ -1,6 +1,6 @@
 //! The periodic poll: for every subscription whose next due instant has come, plan what is due
-//! (reminders, renewal, end), record it in the outbox, and set the next due
-//! instant. Safe to run on several hosts at once and to repeat: the plan depends only on the
+//! (reminders, renewal, end, the watchdog of a stalled order), record it in the outbox, and set
+//! the next due instant. Safe to run on several hosts at once and to repeat: the plan depends only on the
 //! subscription and the instant, the outbox keys make a second recording a no-op, and the
 //! term-end guard lets only one poll move a term.
 
@@ -14,12 +14,13 @@ use crate::config::Settings;
 use crate::domain::SubscriptionContext;
 use crate::domain::TimeZoneName;
 use crate::notify::{
-    EndedFacts, MailFacts, NotificationKind, ReminderFacts, RenewedFacts, address_list, message_id,
-    reminder_key, term_key,
+    EndedFacts, MailFacts, NotificationKind, ReminderFacts, RenewedFacts, StalledFacts,
+    address_list, message_id, reminder_key, stalled_key, term_key,
 };
 use crate::outbox::Deliverer;
 use crate::renewal::TimelineInput;
 use crate::renewal::plan::SkipReason;
+use crate::renewal::stall::{self, Stall};
 use crate::renewal::steps::{self, Step, StepChange, StepMail, reason_text};
 use crate::store::{Applied, Backend, NewNotification, RenewalUpdate, Store, TermChange};
 
@@ -148,7 +149,11 @@ async fn poll_group(
     let mut report = PollReport::default();
     let mut steps = Vec::with_capacity(group.len());
     for ctx in &group {
-        let (step, planned) = plan_or_retry(settings, calendars, ctx, &timeline_input(ctx), now)?;
+        let (mut step, planned) =
+            plan_or_retry(settings, calendars, ctx, &timeline_input(ctx), now)?;
+        if planned {
+            watch_order(settings, calendars, ctx, now, &mut step.update);
+        }
         report.subscriptions += u32::from(planned);
         steps.push(step);
     }
@@ -328,6 +333,82 @@ pub(super) fn reminder_facts(
     }
 }
 
+/// The watchdog's part of a subscription's step: an order in flight whose stall instant has
+/// come owes one `order_stalled` mail, keyed by its last step (so a catch-up after downtime
+/// owes one, and only a later step then a new stall owes another); one still waiting makes the
+/// subscription due again at that instant. A calendar that cannot answer leaves the order
+/// unwatched this time, reported.
+///
+/// A provisioning event makes the subscription due at once (`next_due_at` 0); a poll that read
+/// it just before may write its own, later, due instant over that, but never one after the
+/// new step's stall, which comes after the old step's: the poll then plans the new step.
+fn watch_order(
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    ctx: &SubscriptionContext,
+    now: DateTime<Utc>,
+    update: &mut RenewalUpdate,
+) {
+    let tz = ctx.reseller.timezone.tz();
+    let planned = calendar_for(settings, calendars, &ctx.reseller).and_then(|calendar| {
+        stall::stall(
+            &ctx.subscription.provisioning,
+            settings.provisioning.stall_after,
+            &calendar,
+            tz,
+        )
+    });
+    let stall = match planned {
+        Ok(Some(stall)) => stall,
+        Ok(None) => return,
+        Err(error) => {
+            warn!(subscription = %ctx.subscription.id, %error, "cannot plan the order's watchdog");
+            return;
+        }
+    };
+    if stall.at > now {
+        update.next_due_at = Some(match update.next_due_at {
+            Some(t) => t.min(stall.at),
+            None => stall.at,
+        });
+        return;
+    }
+    let sid = ctx.subscription.id.as_str();
+    let key = stalled_key(sid, stall.last_step.as_str());
+    let kind = NotificationKind::OrderStalled;
+    let facts = MailFacts::OrderStalled(stalled_facts(&stall, settings, tz));
+    let mail = NewNotification {
+        message_id: message_id(&key, &settings.mail.message_id_domain),
+        key,
+        kind: kind.as_str().to_owned(),
+        subscription_id: sid.to_owned(),
+        recipients: address_list(&kind.addressees(ctx, &settings.marketplace)),
+        payload: facts.to_payload(),
+    };
+    update.notifications.push((mail, None));
+}
+
+/// The facts of the mail about a stall, its instants in the reseller's time zone.
+pub fn stalled_facts(stall: &Stall, settings: &Settings, tz: chrono_tz::Tz) -> StalledFacts {
+    let when = |t: DateTime<Utc>| {
+        format!(
+            "{} ({})",
+            t.with_timezone(&tz).format("%A %Y-%m-%d, %H:%M %Z"),
+            tz.name()
+        )
+    };
+    StalledFacts {
+        last_step: stall.last_step.as_str().to_owned(),
+        last_step_at: stall.last_step_at.with_timezone(&tz).fixed_offset(),
+        last_step_when: when(stall.last_step_at),
+        missing_step: stall.missing_step.as_str().to_owned(),
+        stalled_at: stall.at.with_timezone(&tz).fixed_offset(),
+        stalled_when: when(stall.at),
+        stall_after: settings.provisioning.stall_after.to_string(),
+        timezone: TimeZoneName::from(tz),
+    }
+}
+
 fn count(report: &mut PollReport, update: &RenewalUpdate, applied: Applied) {
     if !applied.applied {
         report.conflicts += 1;
@@ -354,7 +435,12 @@ async fn poll_on(
 ) -> Result<(), ServiceError> {
     // The first term was the group's step.
     for _ in 1..MAX_TERMS_PER_POLL {
-        let (step, _) = plan_or_retry(settings, calendars, ctx, &input, now)?;
+        let (mut step, planned) = plan_or_retry(settings, calendars, ctx, &input, now)?;
+        if planned {
+            // Each step sets the next due instant: the order's stall keeps its place in it
+            // (its mail, if owed, was recorded by the first step; recording it again is a no-op).
+            watch_order(settings, calendars, ctx, now, &mut step.update);
+        }
         let applied = store.apply_renewal(&step.update, now).await?;
         count(report, &step.update, applied);
         match (applied.applied, step.then) {

@@ -6,13 +6,15 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{ServiceError, calendar_for, poll::reminder_facts, timeline_input};
+use super::{
+    ServiceError, calendar_for, poll::reminder_facts, poll::stalled_facts, timeline_input,
+};
 use crate::domain::{DownloadUrl, SubscriptionContext, SubscriptionId};
 use crate::mail::OutgoingMail;
 use crate::notify::{
     ActivatedFacts, DisabledFacts, EndedFacts, MailFacts, NotificationKind, RejectedFacts,
     RenewedFacts, address_list, disabled_key, provisioning_key, rejected_key, reminder_key,
-    term_key,
+    stalled_key, term_key,
 };
 use crate::outbox::Deliverer;
 use crate::renewal::{self, DisableDecision};
@@ -76,7 +78,8 @@ pub async fn preview(
                 // Sent once the renewal is recorded: the mail shows the new term.
                 ctx.subscription.term_end = r.new_term_end;
             }
-            (key, address_list(&kind.recipients(&ctx)), facts, None)
+            let to = kind.addressees(&ctx, &deliverer.settings.marketplace);
+            (key, address_list(&to), facts, None)
         }
     };
     let (mail, message) = deliverer
@@ -214,6 +217,24 @@ fn derived(
                     )));
                 }
             }
+        }
+        NotificationKind::OrderStalled => {
+            let after = settings.provisioning.stall_after;
+            let stall = renewal::stall::stall(
+                &ctx.subscription.provisioning,
+                after,
+                &*calendar()?,
+                input.tz,
+            )?
+            .ok_or_else(|| {
+                ServiceError::Invalid(format!(
+                    "no order of {sid} is in flight: there is no stall to show"
+                ))
+            })?;
+            (
+                stalled_key(sid, stall.last_step.as_str()),
+                MailFacts::OrderStalled(stalled_facts(&stall, settings, input.tz)),
+            )
         }
         NotificationKind::DisableRejected => (
             rejected_key(sid, "preview"),

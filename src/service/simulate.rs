@@ -1,5 +1,5 @@
 //! `simulate`: every mail the current data would produce in a date range — reminders,
-//! renewals, ends — assuming a daemon that runs throughout. Reads only; sends and records
+//! renewals, ends, and the watchdog's mail about an order in flight that stalls — assuming a daemon that runs throughout. Reads only; sends and records
 //! nothing. Pure per subscription, so the whole book runs in memory.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::domain::SubscriptionContext;
 use crate::notify::NotificationKind;
 use crate::renewal::plan::term_end_instant;
+use crate::renewal::stall;
 use crate::renewal::{self, TimelineInput};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,6 +62,26 @@ pub fn simulate_one(
             });
         }
     };
+    // The watchdog: an order in flight that no later step reaches stalls once, at its instant.
+    if let Some(stall) = stall::stall(
+        &ctx.subscription.provisioning,
+        settings.provisioning.stall_after,
+        &calendar,
+        input.tz,
+    )? && stall.at >= from
+        && stall.at < to
+    {
+        out.push(SimulatedMail {
+            at: stall.at,
+            local_at: super::timeline::local(stall.at, input.tz),
+            local_date: stall.at.with_timezone(&input.tz).date_naive(),
+            subscription: ctx.subscription.id.as_str().to_owned(),
+            kind: NotificationKind::OrderStalled.as_str(),
+            offset: None,
+            term_end: input.term_end,
+            to: settings.marketplace.operations_email.clone(),
+        });
+    }
     for _ in 0..MAX_TERMS {
         let end_at = term_end_instant(&input);
         if end_at >= from && input.auto_renew && input.disable_effective_term_end.is_none() {

@@ -1,5 +1,6 @@
 //! The timeline of one subscription as operators and the marketplace read it: the renewal
-//! rules' view, the outbox state of its reminders, and its disable requests.
+//! rules' view, the outbox state of its reminders, its disable requests, and its order's
+//! provisioning.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -8,11 +9,12 @@ use serde::Serialize;
 use super::{ServiceError, calendar_for, calendar_name, subscription, timeline_input};
 use crate::calendar::CalendarRegistry;
 use crate::config::Settings;
-use crate::domain::SubscriptionContext;
 use crate::domain::SubscriptionId;
+use crate::domain::{ProvisioningState, SubscriptionContext};
 use crate::notify::reminder_key;
+use crate::renewal::stall::{self, Stall};
 use crate::renewal::{self, Timeline};
-use crate::store::{DisableRow, OutboxState, Store};
+use crate::store::{AuditRow, DisableRow, OutboxState, Store};
 
 #[derive(Debug, Serialize)]
 pub struct ReminderView {
@@ -41,6 +43,26 @@ pub struct TimelineView<'a> {
     pub renews_once_more: bool,
     pub effective_term_end: chrono::NaiveDate,
     pub disable_requests: &'a [DisableRow],
+    pub provisioning: ProvisioningView<'a>,
+}
+
+/// The order's provisioning: its state (the furthest step), each step's instant, whether it
+/// is in flight, when the watchdog would call it stalled, and its audit.
+#[derive(Debug, Serialize)]
+pub struct ProvisioningView<'a> {
+    pub state: ProvisioningState,
+    pub in_flight: bool,
+    /// Instants in the reseller's time zone; `null` for a step not recorded.
+    pub opened_at: Option<String>,
+    pub ready_at: Option<String>,
+    pub order_processed_at: Option<String>,
+    pub activated_at: Option<String>,
+    pub abandoned_at: Option<String>,
+    pub abandon_reason: Option<&'a str>,
+    /// While in flight: when it stalls (or stalled) waiting for `missing_step`.
+    pub stalls_at: Option<String>,
+    pub missing_step: Option<ProvisioningState>,
+    pub audit: &'a [AuditRow],
 }
 
 pub struct TimelineReport {
@@ -52,6 +74,10 @@ pub struct TimelineReport {
     pub states: Vec<Option<OutboxState>>,
     /// Every decided disable-auto-renew request.
     pub requests: Vec<DisableRow>,
+    /// The watchdog's plan for the order, while it is in flight.
+    pub stall: Option<Stall>,
+    /// The order's audit (steps recorded first, abandon).
+    pub audit: Vec<AuditRow>,
 }
 
 pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
@@ -79,6 +105,13 @@ pub async fn timeline_report(
         states.push(store.outbox_by_key(&key).await?.map(|row| row.state));
     }
     let requests = store.disable_requests(id.as_str()).await?;
+    let stall = stall::stall(
+        &ctx.subscription.provisioning,
+        settings.provisioning.stall_after,
+        &cal,
+        input.tz,
+    )?;
+    let audit = store.provisioning_audit(id.as_str()).await?;
     Ok(TimelineReport {
         ctx,
         calendar,
@@ -86,6 +119,8 @@ pub async fn timeline_report(
         at,
         states,
         requests,
+        stall,
+        audit,
     })
 }
 
@@ -128,6 +163,26 @@ impl TimelineReport {
             renews_once_more: t.renews_once_more,
             effective_term_end: t.effective_term_end,
             disable_requests: &self.requests,
+            provisioning: self.provisioning_view(),
+        }
+    }
+
+    fn provisioning_view(&self) -> ProvisioningView<'_> {
+        let p = &self.ctx.subscription.provisioning;
+        let tz = self.ctx.reseller.timezone.tz();
+        let shown = |t: Option<DateTime<Utc>>| t.map(|t| local(t, tz));
+        ProvisioningView {
+            state: p.state(),
+            in_flight: p.in_flight,
+            opened_at: shown(p.opened_at),
+            ready_at: shown(p.ready_at),
+            order_processed_at: shown(p.order_processed_at),
+            activated_at: shown(p.activated_at),
+            abandoned_at: shown(p.abandoned_at),
+            abandon_reason: p.abandon_reason.as_deref(),
+            stalls_at: shown(self.stall.map(|s| s.at)),
+            missing_step: self.stall.map(|s| s.missing_step),
+            audit: &self.audit,
         }
     }
 }

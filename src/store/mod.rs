@@ -5,7 +5,7 @@
 //! migrating and closing it, and the signal of mail owed. Each table family has a file of
 //! its own: `records` (resellers, customers, subscriptions), `outbox` with `claim` and
 //! `finish` (the mail owed, its claims and its attempts), `disable` (disable requests),
-//! `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
+//! `provisioning` (orders: their steps, abandons and audit), `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
 //! what their statements share.
 
 mod claim;
@@ -14,6 +14,7 @@ mod cursor;
 mod disable;
 mod finish;
 mod outbox;
+mod provisioning;
 mod queue;
 mod records;
 mod rows;
@@ -33,6 +34,7 @@ pub use corrections::UrlCorrection;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
+pub use provisioning::{Abandoned, AuditRow, OVERLAPPING_ORDER, OrderInFlight, StepRecorded};
 pub use queue::{
     JobQueue, JobRow, PostgresQueue, QueueOptions, QueueStats, QueuedJob, SqliteQueue,
 };

@@ -165,6 +165,20 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+                if s.open_order {
+                    // Opens the order only if nothing was ever recorded of it: a second
+                    // "pending" (a re-import) neither restarts nor reopens it.
+                    sqlx::query(stmt(
+                        "UPDATE subscriptions SET provisioning_opened_at = ?, order_in_flight = TRUE
+                         WHERE id = ? AND provisioning_opened_at IS NULL AND ready_at IS NULL
+                           AND order_processed_at IS NULL AND activated_at IS NULL
+                           AND order_abandoned_at IS NULL",
+                    ))
+                    .bind(now)
+                    .bind(s.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 progress(1);
             }
             tx.commit().await?;

@@ -9,7 +9,7 @@ use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
     SubscriptionId, TimeZoneName,
 };
-use crate::domain::{Customer, Reseller, Subscription, SubscriptionContext};
+use crate::domain::{Customer, Provisioning, Reseller, Subscription, SubscriptionContext};
 
 pub(super) const OUTBOX_COLUMNS: &str = "id, key, kind, subscription_id, recipients, payload, \
      message_id, state, attempts, next_attempt_at, claimed_by, claimed_at, created_at, sent_at, \
@@ -70,6 +70,8 @@ pub(super) fn outbox_from_row(r: &impl DbRow) -> Result<OutboxRow, StoreError> {
 pub(super) const CONTEXT_COLUMNS: &str = "
     s.id AS s_id, s.product_id, s.plan, s.billing, s.seats, s.assigned_licenses, s.term_start,
     s.term_end, s.auto_renew, s.notify_email, s.status, s.disable_effective_term_end,
+    s.provisioning_opened_at, s.ready_at, s.order_processed_at, s.activated_at,
+    s.order_abandoned_at, s.order_abandon_reason, s.order_in_flight,
     r.id AS r_id, r.name AS r_name, r.email AS r_email, r.csn, r.timezone, r.calendar,
     r.contact_name,
     c.id AS c_id, c.name AS c_name, c.email AS c_email";
@@ -84,6 +86,23 @@ pub(super) fn context_select(filter: &str) -> String {
   JOIN customers c ON c.id = s.customer_id
   {filter}"
     )
+}
+
+/// The provisioning columns of a subscription row (see [`CONTEXT_COLUMNS`]).
+pub(super) fn provisioning_from_row(r: &impl DbRow) -> Result<Provisioning, StoreError> {
+    let at = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(r.col::<Option<i64>>(col)?.map(from_millis))
+    };
+    let opened_at = at("provisioning_opened_at")?;
+    Ok(Provisioning {
+        opened_at,
+        ready_at: at("ready_at")?,
+        order_processed_at: at("order_processed_at")?,
+        activated_at: at("activated_at")?,
+        abandoned_at: at("order_abandoned_at")?,
+        abandon_reason: r.col("order_abandon_reason")?,
+        in_flight: r.col("order_in_flight")?,
+    })
 }
 
 pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, StoreError> {
@@ -125,6 +144,7 @@ pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, St
         .ok()
         .and_then(|n| Seats::new(n).ok())
         .ok_or_else(|| bad("subscriptions", &sid, "seats", &seats_raw))?;
+    let provisioning = provisioning_from_row(r)?;
     let subscription = Subscription {
         id: SubscriptionId::parse(&sid).map_err(|e| bad("subscriptions", &sid, "id", &e))?,
         reseller_id: reseller.id.clone(),
@@ -151,6 +171,8 @@ pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, St
             ended: r.col::<String>("status")? == "ended",
             disable_effective_term_end: r.col("disable_effective_term_end")?,
         },
+        open_order: provisioning.opened_at.is_some(),
+        provisioning,
     };
     Ok(SubscriptionContext {
         subscription,

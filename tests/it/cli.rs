@@ -906,3 +906,140 @@ fn outputs_read_as_people_read_them() {
         text(&out.stderr)
     );
 }
+
+on_both_backends!(sync orders_from_the_command_line);
+fn orders_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), FIXTURE).unwrap();
+    let out = run(dir.path(), &["import", "subs.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = |out: &Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stdout)))
+    };
+
+    let out = run(dir.path(), &["order-check", "R1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json(&out), serde_json::json!({"can_order": true}));
+
+    let out = run(dir.path(), &["event", "S1", "order-processed"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(dir.path(), &["order-check", "R1", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "may not: exit 3");
+    let check = json(&out);
+    assert_eq!(check["can_order"], false);
+    assert_eq!(check["in_flight"]["subscription"], "S1");
+    assert_eq!(check["in_flight"]["state"], "order_processed");
+    assert!(check["in_flight"]["since"].is_string(), "{check}");
+    let out = run(dir.path(), &["order-check", "R1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("S1 is in flight"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The watchdog's mail, previewed, and in the simulation.
+    let out = run(
+        dir.path(),
+        &["render", "order-stalled", "--subscription", "S1"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("To: operations@marketplace.example"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Subject: Order stalled: S1 for Acme IT"),
+        "{shown}"
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        (today - chrono::Days::new(1)).to_string(),
+        (today + chrono::Days::new(8)).to_string(),
+    );
+    let out = run(
+        dir.path(),
+        &["simulate", "--from", &from, "--to", &to, "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mails = json(&out);
+    let stalls: Vec<_> = mails
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "order_stalled")
+        .collect();
+    assert_eq!(stalls.len(), 1, "{mails}");
+    assert_eq!(stalls[0]["subscription"], "S1");
+    assert_eq!(stalls[0]["to"], "operations@marketplace.example");
+    let out = run(dir.path(), &["timeline", "S1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let p = json(&out)["provisioning"].clone();
+    assert_eq!(p["state"], "order_processed");
+    assert_eq!(p["in_flight"], true);
+    assert_eq!(p["missing_step"], "activated");
+    assert!(p["stalls_at"].is_string(), "{p}");
+    let out = run(dir.path(), &["timeline", "S1"]);
+    assert!(
+        text(&out.stdout).contains("provisioning  order_processed (order in flight)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Bad input: exit 2, naming the argument and its value; nothing written.
+    let out = run(dir.path(), &["order-check", "R9"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("reseller") && err.contains("\"R9\""), "{err}");
+    let out = run(dir.path(), &["order", "abandon", "S1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--reason"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir.path(), &["order", "abandon", "S1", "--reason", " "]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--reason"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        dir.path(),
+        &[
+            "event",
+            "S1",
+            "activated",
+            "--download-url",
+            "https://manage.autodesk.com/dl/1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(dir.path(), &["order", "abandon", "S1", "--reason", "late"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("\"S1\"") && err.contains("activated"), "{err}");
+    let out = run(dir.path(), &["timeline", "S1", "--json"]);
+    let p = json(&out)["provisioning"].clone();
+    assert_eq!(p["abandoned_at"], serde_json::Value::Null);
+    assert_eq!(p["state"], "activated");
+
+    // An order abandoned by an operator frees its reseller.
+    let out = run(dir.path(), &["event", "S2", "ready"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        run(dir.path(), &["order-check", "R1"]).status.code(),
+        Some(3)
+    );
+    let out = run(
+        dir.path(),
+        &["order", "abandon", "S2", "--reason", "duplicate order"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        run(dir.path(), &["order-check", "R1"]).status.code(),
+        Some(0)
+    );
+}

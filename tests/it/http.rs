@@ -476,3 +476,98 @@ async fn a_different_download_link_is_409_unless_correct() {
         "{body}"
     );
 }
+
+on_both_backends!(async orders_over_http);
+async fn orders_over_http() {
+    let api = Api::start().await;
+    let (status, body) = api.call("get", "/resellers/R1/order-check", None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"can_order": true})));
+    let (status, _) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "ready"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = api.call("get", "/resellers/R1/order-check", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["can_order"], false);
+    assert_eq!(body["in_flight"]["subscription"], "S1");
+    assert_eq!(body["in_flight"]["state"], "ready");
+    assert!(body["in_flight"]["since"].is_string(), "{body}");
+    let (status, body) = api.call("get", "/resellers/R9/order-check", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("\"R9\""), "{body}");
+    let (status, body) = api.call("get", "/resellers/R%20!/order-check", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "id");
+
+    // A step of a second order while S1 is in flight: recorded, and counted in /metrics.
+    let (status, _) = api
+        .call(
+            "post",
+            "/subscriptions/S2/events",
+            Some(json!({"event": "ready"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let url = format!("{}/metrics", api.base);
+    let metrics = api
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("renewal_worker_overlapping_orders 1"),
+        "{metrics}"
+    );
+
+    let (status, body) = api
+        .call("post", "/subscriptions/S1/abandon-order", Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "reason");
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/abandon-order",
+            Some(json!({"reason": "customer cancelled"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/abandon-order",
+            Some(json!({"reason": "again"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api.call("get", "/resellers/R1/order-check", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["in_flight"]["subscription"], "S2",
+        "S1 no longer counts"
+    );
+
+    // Created pending: in flight from its creation.
+    let mut sub = subscription();
+    sub["provisioning"] = json!("started");
+    let (status, body) = api
+        .call("put", "/subscriptions/S7", Some(sub.clone()))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "provisioning");
+    sub["provisioning"] = json!("pending");
+    let (status, body) = api.call("put", "/subscriptions/S7", Some(sub)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = api.call("get", "/subscriptions/S7/timeline", None).await;
+    assert_eq!(body["provisioning"]["state"], "pending", "{body}");
+    assert_eq!(body["provisioning"]["in_flight"], true, "{body}");
+    assert!(body["provisioning"]["opened_at"].is_string(), "{body}");
+}

@@ -72,10 +72,13 @@ const BOOK: &str = r#"{
      "term_start": "2026-06-01", "term_end": "2027-06-01", "auto_renew": true},
     {"id": "J1", "reseller_id": "R1", "customer_id": "C1", "product_id": "057O1-WW6525-L347",
      "plan": "AutoCAD LT", "billing": "annual_prepaid", "seats": 5, "assigned_licenses": 1,
-     "term_start": "2026-06-01", "term_end": "2027-06-01", "auto_renew": true}
+     "term_start": "2026-06-01", "term_end": "2027-06-01", "auto_renew": true},
+    {"id": "W1", "reseller_id": "R1", "customer_id": "C1", "product_id": "057O1-WW6525-L347",
+     "plan": "AutoCAD LT", "billing": "annual_prepaid", "seats": 5, "assigned_licenses": 0,
+     "term_start": "2026-12-07", "term_end": "2027-12-07", "auto_renew": true}
   ]}"#;
 
-const CASES: [(&str, NotificationKind); 8] = [
+const CASES: [(&str, NotificationKind); 9] = [
     ("P1", NotificationKind::Ready),
     ("P1", NotificationKind::OrderProcessed),
     ("P1", NotificationKind::Activated),
@@ -84,6 +87,7 @@ const CASES: [(&str, NotificationKind); 8] = [
     ("E1", NotificationKind::SubscriptionEnded),
     ("D1", NotificationKind::AutoRenewDisabled),
     ("J1", NotificationKind::DisableRejected),
+    ("W1", NotificationKind::OrderStalled),
 ];
 
 on_both_backends!(async render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind);
@@ -96,6 +100,17 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
     let clock: SharedClock = Arc::new(ManualClock::new(t));
     let d = app.deliverer(clock);
     let link = url("https://manage.autodesk.com/dl/P1");
+    // W1's order: ready on Monday, stalled two business days later, before `t`.
+    service::record_event(
+        &app.store,
+        &app.settings,
+        utc("2026-12-07T15:00:00Z"),
+        &id("W1"),
+        ProvisioningEvent::Ready,
+        None,
+    )
+    .await
+    .unwrap();
     let mut every_kind: Vec<_> = CASES.iter().map(|c| c.1).collect();
     every_kind.dedup();
     assert_eq!(every_kind, NotificationKind::ALL, "a case per kind");
@@ -148,7 +163,8 @@ async fn render_shows_byte_for_byte_what_the_daemon_sends_for_every_kind() {
         .filter(|r| CASES.iter().any(|c| c.0 == r.subscription_id))
         .filter(|r| r.state == OutboxState::Sent)
         .collect();
-    assert_eq!(ours.len(), CASES.len(), "one mail per case: {ours:?}");
+    // One mail per case, and W1's ready mail that started its order.
+    assert_eq!(ours.len(), CASES.len() + 1, "one mail per case: {ours:?}");
     for ((sub, kind), before) in CASES.iter().zip(before) {
         let row = rows
             .iter()

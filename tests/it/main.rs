@@ -15,6 +15,7 @@ mod http;
 mod install;
 mod mailtext;
 mod outage;
+mod provisioning;
 mod renewal;
 mod scale;
 mod secrets;
