@@ -76,7 +76,11 @@ async fn commit_loop(store: Store, lease: Duration, mut rx: mpsc::UnboundedRecei
     let mut group: Vec<Waiting> = Vec::new();
     while rx.recv_many(&mut group, MOST_PER_COMMIT).await > 0 {
         let attempts: Vec<FinishedAttempt> = group.iter().map(|w| w.attempt.clone()).collect();
-        let claimed = group.iter().map(|w| w.claimed).min().unwrap_or_else(Instant::now);
+        let claimed = group
+            .iter()
+            .map(|w| w.claimed)
+            .min()
+            .unwrap_or_else(Instant::now);
         let result = record_patiently(&store, &attempts, claimed, lease).await;
         match result {
             Ok(kept) => {

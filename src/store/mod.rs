@@ -5,11 +5,12 @@
 //! migrating and closing it, and the signal of mail owed. Each table family has a file of
 //! its own: `records` (resellers, customers, subscriptions), `outbox` with `claim` and
 //! `finish` (the mail owed, its claims and its attempts), `disable` (disable requests),
-//! `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
+//! `daemons` (their heartbeats), `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
 //! what their statements share.
 
 mod claim;
 mod cursor;
+mod daemons;
 mod disable;
 mod finish;
 mod outbox;
@@ -28,6 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
+pub use daemons::DaemonRow;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};

@@ -74,7 +74,7 @@ fn worker(app: &TestApp, sink: &SmtpSink, name: &str) -> Child {
 
 /// Kills the worker processes it names when dropped, so that a failing test leaves none
 /// running against its (then dropped) database.
-struct KillOnDrop(Vec<u32>);
+pub(crate) struct KillOnDrop(pub(crate) Vec<u32>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -86,7 +86,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -95,7 +95,7 @@ fn stop(mut child: Child) {
 }
 
 /// Message-IDs received, with how often each arrived.
-fn arrivals(sink: &SmtpSink) -> BTreeMap<String, usize> {
+pub(crate) fn arrivals(sink: &SmtpSink) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for m in sink.received() {
         *seen.entry(m.message_id()).or_insert(0) += 1;
