@@ -185,8 +185,9 @@ async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_its_in_flight
     victim.kill().expect("SIGKILL the victim");
     let _ = victim.wait();
 
-    // Its claims come back after the sending lease (30 s), through the others' redrive; the
-    // mail it had not claimed the others take as it comes due.
+    // Its claims come back once its heartbeat is 3 s old (1 s x 3), through the others'
+    // rescuers, long before the sending lease (30 s); the mail it had not claimed the others
+    // take as it comes due.
     wait_all_sent(&app, Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for w in others {
