@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, warn};
+use tracing::{Instrument, info_span, warn};
 
 use super::{Deliverer, OutboxError};
 use crate::retry::Backoff;
@@ -48,7 +48,10 @@ impl Recorder {
     /// Starts the committing task on the current runtime.
     pub(super) fn start(store: Store, lease: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(commit_loop(store, lease, rx).in_current_span());
+        // A span of its own: it serves every lane, whichever started it.
+        tokio::spawn(
+            commit_loop(store, lease, rx).instrument(info_span!(parent: None, "recorder")),
+        );
         Self { tx }
     }
 
