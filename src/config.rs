@@ -563,7 +563,7 @@ impl Settings {
     /// The worker's name in the queue: unique per live process (apalis refuses a second
     /// registration of a name seen alive within one heartbeat), recognisable per host.
     pub fn worker_instance_name(&self) -> String {
-        let base = self.worker.name.clone().unwrap_or_else(hostname_or_default);
+        let base = self.worker.name.clone().unwrap_or_else(host_name);
         format!("{base}-{}", std::process::id())
     }
 }
@@ -578,7 +578,8 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
         })
 }
 
-fn hostname_or_default() -> String {
+/// This machine's name (`HOSTNAME`, else /etc/hostname, else "renewal-worker").
+pub fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

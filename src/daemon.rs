@@ -140,29 +140,43 @@ pub async fn run_worker(
     deliverer: Arc<Deliverer>,
     stop: CancellationToken,
 ) -> Result<(), WorkerError> {
-    // Claims of a daemon that died (this one, before a restart) go back to owed before the
-    // lanes start, then every `worker.redrive_interval`.
+    // This daemon's heartbeat row, after giving back the claims of a predecessor it can tell
+    // is gone; then claims of a daemon that died go back to owed before the lanes start (its
+    // lease ran out), then as the rescuer finds them.
+    let me = match deliverer.register().await {
+        Ok(me) => me,
+        Err(e) => {
+            warn!(error = %e, "registering the heartbeat failed; will retry at the next beat");
+            deliverer.identity(deliverer.clock.now())
+        }
+    };
     match deliverer.redrive().await {
         Ok(expired) => info!(expired_claims = expired, "claims checked at start"),
         Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),
     }
-    let rescuer = outbox::spawn_rescuer(&deliverer, stop.clone());
+    let rescuer = outbox::spawn_rescuer(&deliverer, me, stop.clone());
     let lanes = outbox::spawn_lanes(&deliverer, &stop);
     let jobs = jobs::run_jobs(deliverer.clone(), stop.clone().cancelled_owned()).await;
     // The monitor returns once the token is cancelled (or on a fault of its own): stop the
     // rest too. The lanes stop each after the batch in hand, which has its own deadline.
     stop.cancel();
     let grace = deliverer.settings.worker.shutdown_grace;
-    if tokio::time::timeout(grace, futures::future::join_all(lanes))
+    let finished = tokio::time::timeout(grace, futures::future::join_all(lanes))
         .await
-        .is_err()
-    {
+        .is_ok();
+    let _ = rescuer.await;
+    if finished {
+        // Every batch is recorded: no claim is left, and the row would only say "silent".
+        if let Err(e) = deliverer.store.remove_daemon(&deliverer.worker_name).await {
+            warn!(error = %e, "removing the heartbeat row failed; other daemons will find it silent");
+        }
+    } else {
+        // Its claims go back once the row has been silent long enough, as after a crash.
         warn!(
             ?grace,
             "batches still sending at the end of the grace period were left"
         );
     }
-    let _ = rescuer.await;
     jobs
 }
 

@@ -1,9 +1,11 @@
 //! Send lanes: the outbox is the queue of mail. Each lane of a daemon takes the next batch of
-//! due mail from it (`worker.send_batch` at a time), sends and records it, and goes on at once
+//! due mail from it (`worker.send_batch` at a time), sends it (each mail recorded as the
+//! server answers, by the daemon's recorder), and goes on at once
 //! while batches come full. When less is due it waits: until the next owed mail comes due,
 //! until this process records more, or for `worker.poll_interval` (mail recorded by another
 //! process: the CLI, another daemon). A mail needs no queue job of its own, so owing one is a
-//! single insert, and a batch costs two commits (its claim, its record) and no queue traffic.
+//! single insert, and a batch costs its claim and a share of the recorder's commits, and no
+//! queue traffic.
 
 use std::sync::Arc;
 use std::time::Duration;

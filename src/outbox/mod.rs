@@ -37,6 +37,30 @@ pub enum OutboxError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Mail(#[from] MailError),
+    /// A record shares its commit with others, and so its failure.
+    #[error(transparent)]
+    Record(#[from] Arc<StoreError>),
+    #[error("the recorder stopped before committing a record")]
+    RecorderStopped,
+}
+
+/// How one mail of a batch ended, its record handed over.
+enum Ended<'a> {
+    Finished {
+        id: i64,
+        recorded: record::RecordPending<'a>,
+        delivery: Delivery,
+        kind: String,
+        span: tracing::Span,
+    },
+    Skipped {
+        id: i64,
+        reason: String,
+    },
+    Released {
+        id: i64,
+        attempt: u32,
+    },
 }
 
 /// The pipeline's parts and settings, shared (behind an `Arc`) by the daemon's lanes, jobs
@@ -54,6 +78,8 @@ pub struct Deliverer {
     /// Mails being handed to the server at once, across all of the daemon's send lanes
     /// (`worker.concurrency`).
     send_permits: tokio::sync::Semaphore,
+    /// The daemon's one recorder, started on first use (on the runtime that sends).
+    recorder: std::sync::OnceLock<record::Recorder>,
 }
 
 /// What `run --once` delivered.
@@ -98,6 +124,7 @@ impl Deliverer {
         let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
         Ok(Self {
             send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
+            recorder: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             calendars,
             settings,
@@ -110,8 +137,8 @@ impl Deliverer {
     }
 
     /// Takes up to `n` owed mails that are due (see [`Store::claim_due`]), sends them, at
-    /// most `worker.concurrency` at a time across the daemon, and records them in one
-    /// transaction. Mail failures are handled here (retry with backoff, or give up); only
+    /// most `worker.concurrency` at a time across the daemon, and records each as soon as the
+    /// server has answered (with whatever other records are waiting, see [`record`]). Mail failures are handled here (retry with backoff, or give up); only
     /// store errors are returned. Returns what became of each mail taken, in the order taken;
     /// empty when none was due.
     pub async fn deliver_due(&self, n: u32) -> Result<Vec<(i64, Delivery)>, OutboxError> {
@@ -129,69 +156,86 @@ impl Deliverer {
         let w = &self.settings.worker;
         let deadline = claimed + w.job_timeout.min(w.sending_lease) / 2;
         // The batch's mails go as one stream, as many at once as the daemon has send slots
-        // (the slots are shared by every lane, so that bound holds across the daemon).
+        // (the slots are shared by every lane, so that bound holds across the daemon). Each
+        // mail's outcome goes to the recorder the moment the server has answered, so its
+        // record never waits for the rest of the batch.
         let ends: Vec<_> = futures::stream::iter(claims)
-            .map(|c| self.send_one(c, started_at, deadline))
+            .map(|c| async move {
+                Ok::<_, OutboxError>(match self.send_one(c, started_at, deadline).await? {
+                    MailEnd::Finished {
+                        attempt,
+                        delivery,
+                        kind,
+                        span,
+                    } => Ended::Finished {
+                        id: attempt.outbox_id,
+                        recorded: self.record(*attempt, claimed),
+                        delivery,
+                        kind,
+                        span,
+                    },
+                    MailEnd::Skipped { id, reason } => Ended::Skipped { id, reason },
+                    MailEnd::Released { id, attempt } => Ended::Released { id, attempt },
+                })
+            })
             .buffered(w.concurrency.max(1))
             .collect()
             .await;
 
         // What became of each mail, in the order taken.
-        let mut out: Vec<(i64, Option<Delivery>)> = Vec::with_capacity(ends.len());
-        let mut finished = Vec::new();
-        let mut finished_how = Vec::new();
+        let mut out: Vec<(i64, Delivery)> = Vec::with_capacity(ends.len());
         let mut released = Vec::new();
         let mut first_error = None;
         for end in ends {
             match end {
-                Ok(MailEnd::Finished {
-                    attempt,
+                Ok(Ended::Finished {
+                    id,
+                    recorded,
                     delivery,
                     kind,
                     span,
                 }) => {
-                    finished_how.push((out.len(), delivery, kind, span));
-                    out.push((attempt.outbox_id, None));
-                    finished.push(*attempt);
+                    // Every record handed over is awaited before any error is reported.
+                    let kept = match recorded.committed().await {
+                        Ok(kept) => kept,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            continue;
+                        }
+                    };
+                    let _in = span.enter();
+                    if !kept {
+                        warn!(
+                            "claim lost while sending (lease expired); outcome kept as an attempt only"
+                        );
+                        out.push((id, Delivery::ClaimLost));
+                        continue;
+                    }
+                    let how = match &delivery {
+                        Delivery::Sent => {
+                            info!("mail sent");
+                            "sent"
+                        }
+                        Delivery::RetryScheduled { .. } => "retry",
+                        Delivery::Failed { reason } => {
+                            info!(%reason, "mail failed for good");
+                            "failed"
+                        }
+                        _ => "failed",
+                    };
+                    self.metrics.mail(&kind, how);
+                    out.push((id, delivery));
                 }
-                Ok(MailEnd::Skipped { id, reason }) => {
-                    out.push((id, Some(Delivery::Skipped { reason })));
+                Ok(Ended::Skipped { id, reason }) => {
+                    out.push((id, Delivery::Skipped { reason }));
                 }
-                Ok(MailEnd::Released { id, attempt }) => {
+                Ok(Ended::Released { id, attempt }) => {
                     released.push((id, attempt));
-                    out.push((id, Some(Delivery::Released)));
+                    out.push((id, Delivery::Released));
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
-            }
-        }
-        // Everything sent is recorded before any error is reported.
-        if !finished.is_empty() {
-            let kept = self.record_attempts(&finished, claimed).await?;
-            for ((slot, delivery, kind, span), kept) in finished_how.into_iter().zip(kept) {
-                let _in = span.enter();
-                if !kept {
-                    warn!(
-                        "claim lost while sending (lease expired); outcome kept as an attempt only"
-                    );
-                    out[slot].1 = Some(Delivery::ClaimLost);
-                    continue;
-                }
-                let how = match &delivery {
-                    Delivery::Sent => {
-                        info!("mail sent");
-                        "sent"
-                    }
-                    Delivery::RetryScheduled { .. } => "retry",
-                    Delivery::Failed { reason } => {
-                        info!(%reason, "mail failed for good");
-                        "failed"
-                    }
-                    _ => "failed",
-                };
-                self.metrics.mail(&kind, how);
-                out[slot].1 = Some(delivery);
             }
         }
         if !released.is_empty() {
@@ -206,10 +250,7 @@ impl Deliverer {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(out
-                .into_iter()
-                .filter_map(|(id, d)| d.map(|d| (id, d)))
-                .collect()),
+            None => Ok(out),
         }
     }
 

@@ -5,12 +5,14 @@
 //! migrating and closing it, and the signal of mail owed. Each table family has a file of
 //! its own: `records` (resellers, customers, subscriptions), `outbox` with `claim` and
 //! `finish` (the mail owed, its claims and its attempts), `disable` (disable requests),
-//! `provisioning` (orders: their steps, abandons and audit), `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
+//! `provisioning` (orders: their steps, abandons and audit), `daemons` (their heartbeats),
+//! `cursor` (where a pulling source left off) and `queue` (apalis's job queue). `sql` holds
 //! what their statements share.
 
 mod claim;
 mod corrections;
 mod cursor;
+mod daemons;
 mod disable;
 mod finish;
 mod outbox;
@@ -31,6 +33,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
 pub use corrections::UrlCorrection;
+pub use daemons::DaemonRow;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};

@@ -74,7 +74,7 @@ fn worker(app: &TestApp, sink: &SmtpSink, name: &str) -> Child {
 
 /// Kills the worker processes it names when dropped, so that a failing test leaves none
 /// running against its (then dropped) database.
-struct KillOnDrop(Vec<u32>);
+pub(crate) struct KillOnDrop(pub(crate) Vec<u32>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -86,7 +86,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -95,7 +95,7 @@ fn stop(mut child: Child) {
 }
 
 /// Message-IDs received, with how often each arrived.
-fn arrivals(sink: &SmtpSink) -> BTreeMap<String, usize> {
+pub(crate) fn arrivals(sink: &SmtpSink) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for m in sink.received() {
         *seen.entry(m.message_id()).or_insert(0) += 1;
@@ -185,8 +185,9 @@ async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_only_its_in_flight
     victim.kill().expect("SIGKILL the victim");
     let _ = victim.wait();
 
-    // Its claims come back after the sending lease (30 s), through the others' redrive; the
-    // mail it had not claimed the others take as it comes due.
+    // Its claims come back once its heartbeat is 3 s old (1 s x 3), through the others'
+    // rescuers, long before the sending lease (30 s); the mail it had not claimed the others
+    // take as it comes due.
     wait_all_sent(&app, Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for w in others {
