@@ -32,6 +32,9 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub oldest_pending_seconds: Gauge,
     pub owed_mails: Gauge,
+    pub relay_up: Gauge,
+    pub relay_down_seconds: Gauge,
+    pub relay_probes_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,6 +52,9 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let oldest_pending_seconds = Gauge::default();
         let owed_mails = Gauge::default();
+        let relay_up = Gauge::default();
+        let relay_down_seconds = Gauge::default();
+        let relay_probes_failed = Gauge::default();
         let mut r = Registry::with_prefix("renewal_worker");
         r.register("jobs", "Jobs run, by kind and outcome", jobs.clone());
         r.register(
@@ -77,7 +83,25 @@ impl Metrics {
             "Mails owed and not yet sent",
             owed_mails.clone(),
         );
+        r.register(
+            "relay_up",
+            "1 while the mail relay takes mail (breaker closed or on trial), 0 while it is down",
+            relay_up.clone(),
+        );
+        r.register(
+            "relay_down_seconds",
+            "How long the relay breaker has been open (0 while the relay is up)",
+            relay_down_seconds.clone(),
+        );
+        r.register(
+            "relay_probes_failed",
+            "Probes of the relay that failed since the breaker opened",
+            relay_probes_failed.clone(),
+        );
         Self {
+            relay_up,
+            relay_down_seconds,
+            relay_probes_failed,
             registry: Mutex::new(r),
             jobs,
             mails,

@@ -10,6 +10,7 @@ pub mod licenses;
 pub mod poll;
 pub mod preview;
 pub mod records;
+pub mod relay;
 pub mod simulate;
 pub mod timeline;
 
@@ -32,6 +33,7 @@ pub use licenses::{LicenseChange, set_assigned_licenses};
 pub use poll::{PollReport, poll, poll_now};
 pub use preview::{Preview, preview};
 pub use records::{check_and_upsert, known_for};
+pub use relay::{RelayReport, relay_status};
 pub use simulate::{SimulatedMail, simulate, simulate_one};
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ mod finish;
 mod outbox;
 mod queue;
 mod records;
+mod relay;
 mod rows;
 mod sql;
 mod ticker;
@@ -36,6 +37,7 @@ pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
 pub use queue::{
     JobQueue, JobRow, PostgresQueue, QueueOptions, QueueStats, QueuedJob, SqliteQueue,
 };
+pub use relay::RelayRecord;
 pub use records::{Applied, ImportCounts, LicenseUpdate, RenewalUpdate, TermChange};
 pub use rows::OutboxRow;
 
