@@ -15,6 +15,7 @@ mod http;
 mod install;
 mod mailtext;
 mod outage;
+mod relay;
 mod renewal;
 mod scale;
 mod secrets;
