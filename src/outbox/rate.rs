@@ -1,7 +1,8 @@
 //! The rate limit: at most `mail.rate_limit` mails a second leave this daemon (a token bucket
 //! of `mail.rate_burst`, by the `governor` crate), because relays cap mails per second and
 //! answer 421/451 above the cap. A relay that says "too many" anyway halves the rate for
-//! `mail.rate_slowdown` (each further one halves it again, down to an eighth).
+//! `mail.rate_slowdown` (one that says it again once the halved rate has had a second halves
+//! it again, down to an eighth).
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -18,7 +19,13 @@ const MAX_HALVINGS: usize = 3;
 struct Slowed {
     halvings: usize,
     until: Option<Instant>,
+    /// When the rate was last halved: the sends already in flight then may meet the same
+    /// "too many" and must not halve it again.
+    halved_at: Option<Instant>,
 }
+
+/// How long a halved rate is given before another "too many" halves it again.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Paces sends across the daemon's lanes.
 #[derive(Debug)]
@@ -97,17 +104,27 @@ impl RateGate {
             return;
         }
         let mut slowed = self.slowed.lock().unwrap_or_else(|e| e.into_inner());
-        let halvings = (slowed.halvings + 1).min(MAX_HALVINGS);
-        if halvings != slowed.halvings {
+        let now = Instant::now();
+        let settled = slowed.halved_at.is_none_or(|at| now >= at + SETTLE);
+        let halvings = if settled {
+            (slowed.halvings + 1).min(MAX_HALVINGS)
+        } else {
+            slowed.halvings
+        };
+        let halved_at = if halvings != slowed.halvings {
             warn!(
                 rate = f64::from(self.rate) / f64::from(1u32 << halvings),
                 for_ = %humantime::format_duration(self.slowdown),
                 "the relay says too many: slowing down"
             );
-        }
+            Some(now)
+        } else {
+            slowed.halved_at
+        };
         *slowed = Slowed {
             halvings,
-            until: Some(Instant::now() + self.slowdown),
+            until: Some(now + self.slowdown),
+            halved_at,
         };
     }
 }
@@ -153,8 +170,9 @@ mod tests {
         let took = t.elapsed();
         assert!(took >= Duration::from_millis(180), "{took:?}");
         gate.slow_down();
+        // Sends in flight meet the same "too many": the rate is halved once for them.
         gate.slow_down();
-        assert_eq!(gate.current_rate(), 25.0);
+        assert_eq!(gate.current_rate(), 50.0);
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert_eq!(gate.current_rate(), 100.0, "back to full after the slowdown");
     }
