@@ -45,7 +45,8 @@ impl Cap {
     fn take(&self) -> bool {
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let tokens = (b.0 + now.duration_since(b.1).as_secs_f64() * self.per_second).min(self.burst);
+        let tokens =
+            (b.0 + now.duration_since(b.1).as_secs_f64() * self.per_second).min(self.burst);
         if tokens >= 1.0 {
             *b = (tokens - 1.0, now);
             true
@@ -149,7 +150,10 @@ async fn run(backend: Backend, mails: u64, rate: u32, sink_burst: f64) {
     let t = Instant::now();
     let worker = tokio::spawn(renewal_worker::daemon::run_worker(deliverer, stop.clone()));
     while counts.accepted.load(Ordering::SeqCst) < mails {
-        assert!(t.elapsed() < Duration::from_secs(1200), "every mail arrived");
+        assert!(
+            t.elapsed() < Duration::from_secs(1200),
+            "every mail arrived"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let wall = t.elapsed().as_secs_f64();

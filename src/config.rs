@@ -817,6 +817,32 @@ mod tests {
     }
 
     #[test]
+    fn breaker_and_rate_settings_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[mail.breaker]\nfailures = 0\n", "mail.breaker.failures"),
+            (
+                "[mail.breaker]\nprobe_initial = \"0s\"\n",
+                "mail.breaker.probe_initial",
+            ),
+            (
+                "[mail.breaker]\nprobe_initial = \"1m\"\nprobe_max = \"10s\"\n",
+                "mail.breaker.probe_max",
+            ),
+            ("[mail]\nrate_burst = 0\n", "mail.rate_burst"),
+            (
+                "[mail]\nrate_limit = 10\nrate_slowdown = \"0s\"\n",
+                "mail.rate_slowdown",
+            ),
+        ] {
+            let err = Settings::from_toml_overlay(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let s = Settings::from_toml_overlay("[mail]\nrate_limit = 200\n").unwrap();
+        assert_eq!((s.mail.rate_limit, s.mail.rate_burst), (200, 5));
+        assert_eq!(s.mail.breaker.failures, 3);
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn environment_overrides_nested_keys() {
         figment::Jail::expect_with(|jail| {

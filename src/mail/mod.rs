@@ -278,9 +278,8 @@ fn says_slow_down(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     t.contains("too many")
         || t.contains("throttl")
-        || t.match_indices("rate").any(|(i, _)| {
-            i == 0 || !t.as_bytes()[i - 1].is_ascii_alphabetic()
-        })
+        || t.match_indices("rate")
+            .any(|(i, _)| i == 0 || !t.as_bytes()[i - 1].is_ascii_alphabetic())
 }
 
 /// Header values cannot span lines; a template that renders a newline into the subject must
@@ -296,14 +295,30 @@ mod tests {
     #[test]
     fn relay_faults_are_told_from_answers_about_the_message() {
         let relay = |r: &SendError| matches!(r, SendError::Relay { .. });
-        let throttled = |r: &SendError| matches!(r, SendError::Relay { throttled: true, .. });
+        let throttled = |r: &SendError| {
+            matches!(
+                r,
+                SendError::Relay {
+                    throttled: true,
+                    ..
+                }
+            )
+        };
         // No reply at all: refused, reset, TLS, timeout.
         assert!(relay(&classify(None, false, "Connection refused".into())));
         for code in [421, 454, 530, 535] {
-            let r = classify(Some(code), code >= 500, "4.3.2 service not available".into());
+            let r = classify(
+                Some(code),
+                code >= 500,
+                "4.3.2 service not available".into(),
+            );
             assert!(relay(&r) && !throttled(&r), "{code}: {r:?}");
         }
-        let r = classify(Some(421), false, "4.7.0 Too many messages, slow down".into());
+        let r = classify(
+            Some(421),
+            false,
+            "4.7.0 Too many messages, slow down".into(),
+        );
         assert!(throttled(&r));
         let r = classify(Some(451), false, "4.7.1 Rate limit exceeded".into());
         assert!(throttled(&r));
@@ -311,13 +326,38 @@ mod tests {
         assert!(throttled(&r));
         // Answers about the message itself.
         let r = classify(Some(451), false, "4.7.1 Greylisted, try again later".into());
-        assert!(matches!(r, SendError::Transient { code: Some(451), .. }), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                SendError::Transient {
+                    code: Some(451),
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         let r = classify(Some(451), false, "4.3.0 message generated an error".into());
         assert!(matches!(r, SendError::Transient { .. }), "{r:?}");
         let r = classify(Some(550), true, "5.1.1 no such mailbox".into());
-        assert!(matches!(r, SendError::Permanent { code: Some(550), .. }), "{r:?}");
-        let r = classify(Some(452), false, "4.2.2 mailbox full: too many messages".into());
-        assert!(matches!(r, SendError::Transient { .. }), "a 452 is about the mailbox: {r:?}");
+        assert!(
+            matches!(
+                r,
+                SendError::Permanent {
+                    code: Some(550),
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let r = classify(
+            Some(452),
+            false,
+            "4.2.2 mailbox full: too many messages".into(),
+        );
+        assert!(
+            matches!(r, SendError::Transient { .. }),
+            "a 452 is about the mailbox: {r:?}"
+        );
     }
 
     #[test]

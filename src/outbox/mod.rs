@@ -224,7 +224,10 @@ impl Deliverer {
                     "mails given back unsent: no send slot came free before the batch's deadline"
                 );
             } else {
-                tracing::debug!(count = n, "mails given back unsent: the relay is unavailable");
+                tracing::debug!(
+                    count = n,
+                    "mails given back unsent: the relay is unavailable"
+                );
             }
         }
         match first_error {

@@ -48,9 +48,8 @@ impl RateGate {
             (0..=MAX_HALVINGS)
                 .filter_map(|k| {
                     let period = Duration::from_secs_f64(f64::from(1u32 << k) / f64::from(rate));
-                    Quota::with_period(period).map(|q| {
-                        DefaultDirectRateLimiter::direct(q.allow_burst(burst))
-                    })
+                    Quota::with_period(period)
+                        .map(|q| DefaultDirectRateLimiter::direct(q.allow_burst(burst)))
                 })
                 .collect()
         };
@@ -75,7 +74,10 @@ impl RateGate {
         let mut slowed = self.slowed.lock().unwrap_or_else(|e| e.into_inner());
         match slowed.until {
             Some(until) if now >= until => {
-                info!(rate = self.rate, "relay rate back to the full mail.rate_limit");
+                info!(
+                    rate = self.rate,
+                    "relay rate back to the full mail.rate_limit"
+                );
                 *slowed = Slowed::default();
                 0
             }
@@ -174,6 +176,10 @@ mod tests {
         gate.slow_down();
         assert_eq!(gate.current_rate(), 50.0);
         tokio::time::sleep(Duration::from_millis(450)).await;
-        assert_eq!(gate.current_rate(), 100.0, "back to full after the slowdown");
+        assert_eq!(
+            gate.current_rate(),
+            100.0,
+            "back to full after the slowdown"
+        );
     }
 }

@@ -347,7 +347,9 @@ async fn keep_record(d: &Deliverer, stop: &CancellationToken) {
                 updated_at: d.clock.now(),
             })
         };
-        let want = record.as_ref().map(|r| (RelayState::of(&r.state), r.probes_failed));
+        let want = record
+            .as_ref()
+            .map(|r| (RelayState::of(&r.state), r.probes_failed));
         if want != written {
             let saved = match &record {
                 Some(r) => d.store.record_relay_breaker(r).await,
@@ -429,7 +431,10 @@ mod tests {
         b.probe_answered();
         b.on_answer();
         let s = b.status();
-        assert_eq!((s.state, s.down_since, s.probes_failed), (RelayState::Up, None, 0));
+        assert_eq!(
+            (s.state, s.down_since, s.probes_failed),
+            (RelayState::Up, None, 0)
+        );
         // A quiet trial ends the outage too.
         for _ in 0..3 {
             b.on_fault("refused");

@@ -196,7 +196,9 @@ impl Deliverer {
                     )
                 }
                 // (A relay fault never reaches here: the mail was given back above.)
-                Err(SendError::Permanent { code, detail } | SendError::Relay { code, detail, .. }) => {
+                Err(
+                    SendError::Permanent { code, detail } | SendError::Relay { code, detail, .. },
+                ) => {
                     warn!(code, %detail, "permanent failure; not retrying");
                     (
                         AttemptOutcome::Permanent {

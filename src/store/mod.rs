@@ -37,8 +37,8 @@ pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
 pub use queue::{
     JobQueue, JobRow, PostgresQueue, QueueOptions, QueueStats, QueuedJob, SqliteQueue,
 };
-pub use relay::RelayRecord;
 pub use records::{Applied, ImportCounts, LicenseUpdate, RenewalUpdate, TermChange};
+pub use relay::RelayRecord;
 pub use rows::OutboxRow;
 
 /// The text of the statements whose query plans tests and benchmarks check with `EXPLAIN`

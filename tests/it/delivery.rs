@@ -485,7 +485,10 @@ async fn a_server_that_never_answers_times_out_as_a_fault_of_the_relay() {
         "the breaker opened after the timeouts"
     );
     // Two timeouts of 500 ms each, not the default 30 s.
-    assert!(started.elapsed() < Duration::from_secs(8), "timed out promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "timed out promptly"
+    );
     let down = app.store.relay_breakers().await.unwrap();
     assert!(down[0].last_error.is_some(), "{down:?}");
     app.stop().await;

@@ -54,7 +54,10 @@ pub enum Behaviour {
     Slow(Duration),
     /// A relay that caps mails per second, as SES or a smarthost does: a token bucket of
     /// `per_second` with room for `burst`; a recipient above it is answered "421 too many".
-    RateCap { per_second: u32, burst: u32 },
+    RateCap {
+        per_second: u32,
+        burst: u32,
+    },
 }
 
 #[derive(Default)]
@@ -100,8 +103,9 @@ impl Handler for SinkHandler {
             Behaviour::RateCap { per_second, burst } => {
                 let now = std::time::Instant::now();
                 let (tokens, at) = s.bucket.unwrap_or((f64::from(burst), now));
-                let tokens = (tokens + now.duration_since(at).as_secs_f64() * f64::from(per_second))
-                    .min(f64::from(burst));
+                let tokens = (tokens
+                    + now.duration_since(at).as_secs_f64() * f64::from(per_second))
+                .min(f64::from(burst));
                 if tokens >= 1.0 {
                     s.bucket = Some((tokens - 1.0, now));
                     response::OK

@@ -134,7 +134,9 @@ async fn a_long_relay_outage_spends_no_attempt_logs_a_few_lines_then_drains() {
     // Back: the next probe gets through and the backlog drains by itself, each mail once.
     relay.restore();
     assert!(
-        eventually(Duration::from_secs(30), || sink.received().len() as u64 >= MAILS).await,
+        eventually(Duration::from_secs(30), || sink.received().len() as u64
+            >= MAILS)
+        .await,
         "the backlog drained: {} of {MAILS}",
         sink.received().len()
     );
@@ -145,7 +147,10 @@ async fn a_long_relay_outage_spends_no_attempt_logs_a_few_lines_then_drains() {
     assert!(up, "{}", get(http, "/readyz").await);
     let metrics = get(http, "/metrics").await;
     assert!(metrics.contains("renewal_worker_relay_up 1"), "{metrics}");
-    assert!(metrics.contains("renewal_worker_relay_down_seconds 0"), "{metrics}");
+    assert!(
+        metrics.contains("renewal_worker_relay_down_seconds 0"),
+        "{metrics}"
+    );
     let jobs = cli(&app, &["jobs"]).await;
     assert!(jobs.contains("relay: up"), "{jobs}");
 
