@@ -137,7 +137,7 @@ pub struct MailSettings {
     /// Mails that may go at once above the rate after a quiet spell (at least 1).
     pub rate_burst: u32,
     /// How long a relay's "too many" reply halves the rate.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub rate_slowdown: Duration,
     pub breaker: BreakerSettings,
 }
@@ -148,9 +148,9 @@ pub struct MailSettings {
 pub struct BreakerSettings {
     /// Relay faults in a row (no mail accepted between them) that open the breaker.
     pub failures: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub probe_initial: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub probe_max: Duration,
 }
 
