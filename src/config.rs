@@ -142,6 +142,26 @@ pub struct MailSettings {
     pub message_id_domain: String,
     pub smtp: SmtpSettings,
     pub retry: RetrySettings,
+    /// Mails per second this daemon hands to the relay; 0: unlimited.
+    pub rate_limit: u32,
+    /// Mails that may go at once above the rate after a quiet spell (at least 1).
+    pub rate_burst: u32,
+    /// How long a relay's "too many" reply halves the rate.
+    #[serde(deserialize_with = "parse::duration")]
+    pub rate_slowdown: Duration,
+    pub breaker: BreakerSettings,
+}
+
+/// When the relay counts as down, and how it is probed meanwhile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Relay faults in a row (no mail accepted between them) that open the breaker.
+    pub failures: u32,
+    #[serde(deserialize_with = "parse::duration")]
+    pub probe_initial: Duration,
+    #[serde(deserialize_with = "parse::duration")]
+    pub probe_max: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -388,6 +408,34 @@ impl Settings {
                 "mail.retry.max_backoff",
                 humantime::format_duration(retry.max_backoff),
                 "must not be shorter than mail.retry.initial_backoff",
+            ));
+        }
+        if self.mail.rate_burst == 0 {
+            return Err(invalid("mail.rate_burst", 0, "must be at least 1"));
+        }
+        if self.mail.rate_limit > 0 && self.mail.rate_slowdown.is_zero() {
+            return Err(invalid(
+                "mail.rate_slowdown",
+                "0s",
+                "must be positive when mail.rate_limit is set",
+            ));
+        }
+        let breaker = &self.mail.breaker;
+        if breaker.failures == 0 {
+            return Err(invalid("mail.breaker.failures", 0, "must be at least 1"));
+        }
+        if breaker.probe_initial.is_zero() {
+            return Err(invalid(
+                "mail.breaker.probe_initial",
+                "0s",
+                "must be positive",
+            ));
+        }
+        if breaker.probe_max < breaker.probe_initial {
+            return Err(invalid(
+                "mail.breaker.probe_max",
+                humantime::format_duration(breaker.probe_max),
+                "must not be shorter than mail.breaker.probe_initial",
             ));
         }
         let w = &self.worker;
@@ -795,6 +843,32 @@ mod tests {
 
         let err = Settings::from_toml_overlay("[mail.retry]\nmax_attempts = 0\n").unwrap_err();
         assert!(err.to_string().contains("mail.retry.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn breaker_and_rate_settings_are_checked_naming_the_key() {
+        for (toml, key) in [
+            ("[mail.breaker]\nfailures = 0\n", "mail.breaker.failures"),
+            (
+                "[mail.breaker]\nprobe_initial = \"0s\"\n",
+                "mail.breaker.probe_initial",
+            ),
+            (
+                "[mail.breaker]\nprobe_initial = \"1m\"\nprobe_max = \"10s\"\n",
+                "mail.breaker.probe_max",
+            ),
+            ("[mail]\nrate_burst = 0\n", "mail.rate_burst"),
+            (
+                "[mail]\nrate_limit = 10\nrate_slowdown = \"0s\"\n",
+                "mail.rate_slowdown",
+            ),
+        ] {
+            let err = Settings::from_toml_overlay(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let s = Settings::from_toml_overlay("[mail]\nrate_limit = 200\n").unwrap();
+        assert_eq!((s.mail.rate_limit, s.mail.rate_burst), (200, 5));
+        assert_eq!(s.mail.breaker.failures, 3);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub oldest_pending_seconds: Gauge,
     pub owed_mails: Gauge,
     pub overlapping_orders: Gauge,
+    pub relay_up: Gauge,
+    pub relay_down_seconds: Gauge,
+    pub relay_probes_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -51,6 +54,9 @@ impl Metrics {
         let oldest_pending_seconds = Gauge::default();
         let owed_mails = Gauge::default();
         let overlapping_orders = Gauge::default();
+        let relay_up = Gauge::default();
+        let relay_down_seconds = Gauge::default();
+        let relay_probes_failed = Gauge::default();
         let mut r = Registry::with_prefix("renewal_worker");
         r.register("jobs", "Jobs run, by kind and outcome", jobs.clone());
         r.register(
@@ -84,7 +90,25 @@ impl Metrics {
             "Provisioning steps recorded while another order of the same reseller was in flight (flagged overlapping_order in the audit)",
             overlapping_orders.clone(),
         );
+        r.register(
+            "relay_up",
+            "1 while the mail relay takes mail (breaker closed or on trial), 0 while it is down",
+            relay_up.clone(),
+        );
+        r.register(
+            "relay_down_seconds",
+            "How long the relay breaker has been open (0 while the relay is up)",
+            relay_down_seconds.clone(),
+        );
+        r.register(
+            "relay_probes_failed",
+            "Probes of the relay that failed since the breaker opened",
+            relay_probes_failed.clone(),
+        );
         Self {
+            relay_up,
+            relay_down_seconds,
+            relay_probes_failed,
             registry: Mutex::new(r),
             jobs,
             mails,

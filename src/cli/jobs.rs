@@ -61,6 +61,11 @@ async fn jobs_command(
             if json {
                 super::print_json(out, &rows)?;
             } else {
+                // Mail waits while the relay is down: say so before the jobs it holds back.
+                let relay = service::relay_status(store).await?;
+                for line in relay.lines(now) {
+                    writeln!(out, "{line}")?;
+                }
                 writeln!(
                     out,
                     "{:<26}  {:<34}  {:<8}  {:>8}  {:<20}  KEY",

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{HttpState, OPENAPI};
+use crate::outbox::RelayState;
 
 pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -20,7 +21,8 @@ pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let d = &state.deliverer;
     let store = d.store.ping().await.map_err(|e| e.to_string());
     let mail = d.mailer.check(Duration::from_secs(5)).await;
-    let status = if store.is_ok() && mail.is_ok() {
+    let relay = d.relay.status();
+    let status = if store.is_ok() && mail.is_ok() && relay.state != RelayState::Down {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -31,7 +33,7 @@ pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     };
     (
         status,
-        Json(json!({"store": show(&store), "mail": show(&mail)})),
+        Json(json!({"store": show(&store), "mail": show(&mail), "relay": relay})),
     )
         .into_response()
 }
@@ -39,6 +41,14 @@ pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
 pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let d = &state.deliverer;
     let now = d.clock.now();
+    let relay = d.relay.status();
+    d.metrics
+        .relay_up
+        .set(i64::from(relay.state != RelayState::Down));
+    d.metrics.relay_down_seconds.set(relay.down_seconds);
+    d.metrics
+        .relay_probes_failed
+        .set(i64::from(relay.probes_failed));
     match d.store.queue_stats(now).await {
         Ok(stats) => {
             d.metrics.queue_depth.set(stats.pending_jobs);

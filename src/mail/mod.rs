@@ -1,6 +1,8 @@
 //! Mail transport: SMTP (pooled) or a folder of `.eml` files, chosen by config, and the
-//! building of multipart messages. Failures are classified the way SMTP means them: a 5xx
-//! reply is permanent, everything else (4xx, timeouts, refused connections) is transient.
+//! building of multipart messages. Failures are classified the way SMTP means them: a fault of
+//! the relay (no connection, TLS, a timeout, 421 "closing channel", a failed login, a "too many"
+//! push-back) says nothing of the message; a 4xx reply about the message is transient; a 5xx
+//! reply about it is permanent.
 
 mod probe;
 
@@ -38,6 +40,14 @@ pub enum SendError {
     Transient { code: Option<u16>, detail: String },
     #[error("permanent failure{}: {detail}", code_suffix(*code))]
     Permanent { code: Option<u16>, detail: String },
+    /// The relay did not take or refuse this message; it was down, unreachable, or asked to
+    /// slow down (`throttled`). Any other message would have fared the same.
+    #[error("relay unavailable{}: {detail}", code_suffix(*code))]
+    Relay {
+        code: Option<u16>,
+        detail: String,
+        throttled: bool,
+    },
 }
 
 fn code_suffix(code: Option<u16>) -> String {
@@ -190,8 +200,9 @@ impl Mailer {
             Inner::Smtp(t) => {
                 let sent = match tokio::time::timeout(self.send_timeout, t.send(message)).await {
                     Ok(result) => result.map(|_| ()).map_err(classify_smtp),
-                    Err(_) => Err(SendError::Transient {
+                    Err(_) => Err(SendError::Relay {
                         code: None,
+                        throttled: false,
                         detail: format!(
                             "no complete answer from the SMTP server within {}",
                             humantime::format_duration(self.send_timeout)
@@ -232,12 +243,43 @@ impl Mailer {
 
 fn classify_smtp(e: lettre::transport::smtp::Error) -> SendError {
     let code = e.status().and_then(|c| c.to_string().parse::<u16>().ok());
-    let detail = e.to_string();
-    if e.is_permanent() {
-        SendError::Permanent { code, detail }
-    } else {
-        SendError::Transient { code, detail }
+    classify(code, e.is_permanent(), e.to_string())
+}
+
+/// Replies that are about the relay or the session, whatever command they answer: 421 (the
+/// server closes the channel), 454 (TLS or login unavailable for now), and the login refusals
+/// 530, 534, 535, 538 (the relay's settings are wrong; every mail would meet the same).
+const RELAY_CODES: [u16; 6] = [421, 454, 530, 534, 535, 538];
+
+/// What a failure says: with no reply code at all (refused, reset, TLS, timeout, garbled
+/// reply) or with one of [`RELAY_CODES`], the relay is at fault; a 421/451 that says "too
+/// many", "rate" or "throttled" is a push-back; any other 4xx/5xx is about the message.
+pub fn classify(code: Option<u16>, permanent: bool, detail: String) -> SendError {
+    let throttled = matches!(code, Some(421 | 451)) && says_slow_down(&detail);
+    match code {
+        None => SendError::Relay {
+            code,
+            detail,
+            throttled: false,
+        },
+        Some(c) if throttled || RELAY_CODES.contains(&c) => SendError::Relay {
+            code,
+            detail,
+            throttled,
+        },
+        Some(_) if permanent => SendError::Permanent { code, detail },
+        Some(_) => SendError::Transient { code, detail },
     }
+}
+
+/// Whether a reply's text asks the client to send slower ("too many messages", "rate limit
+/// exceeded", "throttled"). "rate" counts only where a word begins, so "generated" does not.
+fn says_slow_down(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("too many")
+        || t.contains("throttl")
+        || t.match_indices("rate")
+            .any(|(i, _)| i == 0 || !t.as_bytes()[i - 1].is_ascii_alphabetic())
 }
 
 /// Header values cannot span lines; a template that renders a newline into the subject must
@@ -249,6 +291,74 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_faults_are_told_from_answers_about_the_message() {
+        let relay = |r: &SendError| matches!(r, SendError::Relay { .. });
+        let throttled = |r: &SendError| {
+            matches!(
+                r,
+                SendError::Relay {
+                    throttled: true,
+                    ..
+                }
+            )
+        };
+        // No reply at all: refused, reset, TLS, timeout.
+        assert!(relay(&classify(None, false, "Connection refused".into())));
+        for code in [421, 454, 530, 535] {
+            let r = classify(
+                Some(code),
+                code >= 500,
+                "4.3.2 service not available".into(),
+            );
+            assert!(relay(&r) && !throttled(&r), "{code}: {r:?}");
+        }
+        let r = classify(
+            Some(421),
+            false,
+            "4.7.0 Too many messages, slow down".into(),
+        );
+        assert!(throttled(&r));
+        let r = classify(Some(451), false, "4.7.1 Rate limit exceeded".into());
+        assert!(throttled(&r));
+        let r = classify(Some(451), false, "4.4.5 Throttling: retry later".into());
+        assert!(throttled(&r));
+        // Answers about the message itself.
+        let r = classify(Some(451), false, "4.7.1 Greylisted, try again later".into());
+        assert!(
+            matches!(
+                r,
+                SendError::Transient {
+                    code: Some(451),
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let r = classify(Some(451), false, "4.3.0 message generated an error".into());
+        assert!(matches!(r, SendError::Transient { .. }), "{r:?}");
+        let r = classify(Some(550), true, "5.1.1 no such mailbox".into());
+        assert!(
+            matches!(
+                r,
+                SendError::Permanent {
+                    code: Some(550),
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        let r = classify(
+            Some(452),
+            false,
+            "4.2.2 mailbox full: too many messages".into(),
+        );
+        assert!(
+            matches!(r, SendError::Transient { .. }),
+            "a 452 is about the mailbox: {r:?}"
+        );
+    }
 
     #[test]
     fn subjects_are_folded_to_one_line() {

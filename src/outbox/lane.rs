@@ -35,13 +35,15 @@ pub fn lane_count(w: &WorkerSettings, backend: Backend) -> usize {
     w.concurrency.div_ceil(batch) + more
 }
 
-/// Starts the daemon's lanes; they stop once `stop` is cancelled, each after the batch in hand.
+/// Starts the daemon's lanes, and the prober of its relay breaker; they stop once `stop` is
+/// cancelled, each lane after the batch in hand.
 pub fn spawn_lanes(deliverer: &Arc<Deliverer>, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
     (0..lane_count(&deliverer.settings.worker, deliverer.store.backend()))
         .map(|n| {
             let (deliverer, stop) = (deliverer.clone(), stop.clone());
             tokio::spawn(lane(deliverer, stop).instrument(info_span!("send lane", lane = n)))
         })
+        .chain([super::spawn_prober(deliverer, stop.clone())])
         .collect()
 }
 
@@ -55,6 +57,10 @@ async fn lane(deliverer: Arc<Deliverer>, stop: CancellationToken) {
     let full = usize::try_from(batch).unwrap_or(usize::MAX);
     let mut errors = 0u32;
     while !stop.is_cancelled() {
+        // The relay is down: claim nothing until the prober finds it back.
+        if !deliverer.relay.wait_closed(&stop).await {
+            break;
+        }
         // Listening before the claim: mail recorded while it runs wakes the wait below.
         let woken = deliverer.store.owed_signal().notified();
         tokio::pin!(woken);

@@ -5,7 +5,9 @@
 //! a crash, with the same Message-ID).
 
 mod lane;
+mod rate;
 mod record;
+mod relay;
 mod rescue;
 mod send;
 
@@ -22,6 +24,8 @@ use crate::notify::{Renderer, TemplateError};
 use crate::store::{Store, StoreError};
 
 pub use lane::{lane_count, spawn_lanes};
+pub use rate::RateGate;
+pub use relay::{RelayBreaker, RelayState, RelayStatus, spawn_prober};
 pub use rescue::spawn_rescuer;
 use send::MailEnd;
 
@@ -60,6 +64,7 @@ enum Ended<'a> {
     Released {
         id: i64,
         attempt: u32,
+        relay: bool,
     },
 }
 
@@ -80,6 +85,10 @@ pub struct Deliverer {
     send_permits: tokio::sync::Semaphore,
     /// The daemon's one recorder, started on first use (on the runtime that sends).
     recorder: std::sync::OnceLock<record::Recorder>,
+    /// Whether the relay is up (see [`relay`]); lanes claim nothing while it is down.
+    pub relay: RelayBreaker,
+    /// `mail.rate_limit`, across all of the daemon's send lanes.
+    pub rate: RateGate,
 }
 
 /// What `run --once` delivered.
@@ -108,7 +117,8 @@ pub enum Delivery {
     /// Sent or not, the claim was lost meanwhile (lease expired); the outcome is recorded as an
     /// attempt only.
     ClaimLost,
-    /// Given back unsent and owed again: its batch ran out of time before a send slot came free.
+    /// Given back unsent and owed again, its attempt uncounted: its batch ran out of time
+    /// before a send slot came free, or the relay was down (or said "too many").
     Released,
 }
 
@@ -122,7 +132,10 @@ impl Deliverer {
         let renderer = Renderer::load(&settings.templates.dir, &settings.marketplace)?;
         let mailer = Mailer::from_settings(&settings.mail)?;
         let calendars = crate::calendar::CalendarRegistry::new(&settings.calendar.custom)?;
+        let mail = &settings.mail;
         Ok(Self {
+            relay: RelayBreaker::new(mail.breaker.clone(), clock.clone()),
+            rate: RateGate::new(mail.rate_limit, mail.rate_burst, mail.rate_slowdown),
             send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
             recorder: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -142,6 +155,10 @@ impl Deliverer {
     /// store errors are returned. Returns what became of each mail taken, in the order taken;
     /// empty when none was due.
     pub async fn deliver_due(&self, n: u32) -> Result<Vec<(i64, Delivery)>, OutboxError> {
+        // The relay is down: claim nothing (the prober will say when it is back).
+        if self.relay.is_open() {
+            return Ok(Vec::new());
+        }
         let started_at = self.clock.now();
         let claimed = std::time::Instant::now();
         let claims = self
@@ -175,7 +192,9 @@ impl Deliverer {
                         span,
                     },
                     MailEnd::Skipped { id, reason } => Ended::Skipped { id, reason },
-                    MailEnd::Released { id, attempt } => Ended::Released { id, attempt },
+                    MailEnd::Released { id, attempt, relay } => {
+                        Ended::Released { id, attempt, relay }
+                    }
                 })
             })
             .buffered(w.concurrency.max(1))
@@ -186,6 +205,7 @@ impl Deliverer {
         let mut out: Vec<(i64, Delivery)> = Vec::with_capacity(ends.len());
         let mut released = Vec::new();
         let mut first_error = None;
+        let mut given_back_for_relay = 0;
         for end in ends {
             match end {
                 Ok(Ended::Finished {
@@ -229,8 +249,9 @@ impl Deliverer {
                 Ok(Ended::Skipped { id, reason }) => {
                     out.push((id, Delivery::Skipped { reason }));
                 }
-                Ok(Ended::Released { id, attempt }) => {
+                Ok(Ended::Released { id, attempt, relay }) => {
                     released.push((id, attempt));
+                    given_back_for_relay += usize::from(relay);
                     out.push((id, Delivery::Released));
                 }
                 Err(e) => {
@@ -243,10 +264,18 @@ impl Deliverer {
                 .store
                 .release_claims(&released, self.clock.now())
                 .await?;
-            warn!(
-                count = n,
-                "mails given back unsent: no send slot came free before the batch's deadline"
-            );
+            // Mail given back because the relay is down says nothing new: the breaker logs.
+            if released.len() > given_back_for_relay {
+                warn!(
+                    count = n,
+                    "mails given back unsent: no send slot came free before the batch's deadline"
+                );
+            } else {
+                tracing::debug!(
+                    count = n,
+                    "mails given back unsent: the relay is unavailable"
+                );
+            }
         }
         match first_error {
             Some(e) => Err(e),

@@ -27,8 +27,9 @@ pub(super) enum MailEnd {
     },
     /// No longer worth sending; recorded as skipped already.
     Skipped { id: i64, reason: String },
-    /// Not sent: to be given back.
-    Released { id: i64, attempt: u32 },
+    /// Not sent: to be given back, its attempt uncounted; `relay` when the relay was down
+    /// (or said "too many") rather than the batch's deadline passed.
+    Released { id: i64, attempt: u32, relay: bool },
 }
 
 enum Prepared {
@@ -133,16 +134,42 @@ impl Deliverer {
                 Ok(Prepared::Send(message)) => {
                     // Never closed: an error cannot happen, and would only mean "send now".
                     let _slot = self.send_permits.acquire().await.ok();
-                    if std::time::Instant::now() >= deadline {
+                    self.rate.ready().await;
+                    let relay = self.relay.is_open();
+                    if relay || std::time::Instant::now() >= deadline {
                         return Ok(MailEnd::Released {
                             id: outbox_id,
                             attempt: row.attempts,
+                            relay,
                         });
                     }
                     let t = std::time::Instant::now();
                     let r = self.mailer.send(*message).await;
                     self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
-                    r
+                    match r {
+                        Err(SendError::Relay {
+                            code,
+                            detail,
+                            throttled,
+                        }) => {
+                            // Not this mail's fault: owed again, its attempt uncounted.
+                            debug!(code, %detail, throttled, "relay unavailable; mail given back");
+                            if throttled {
+                                self.rate.slow_down();
+                            }
+                            self.relay.on_fault(&detail);
+                            return Ok(MailEnd::Released {
+                                id: outbox_id,
+                                attempt: row.attempts,
+                                relay: true,
+                            });
+                        }
+                        // An answer about the message: the relay is up.
+                        r => {
+                            self.relay.on_answer();
+                            r
+                        }
+                    }
                 }
                 Ok(Prepared::Stale(reason)) => {
                     info!(%reason, "not sent: no longer relevant");
@@ -191,7 +218,10 @@ impl Deliverer {
                         Delivery::Failed { reason },
                     )
                 }
-                Err(SendError::Permanent { code, detail }) => {
+                // (A relay fault never reaches here: the mail was given back above.)
+                Err(
+                    SendError::Permanent { code, detail } | SendError::Relay { code, detail, .. },
+                ) => {
                     warn!(code, %detail, "permanent failure; not retrying");
                     (
                         AttemptOutcome::Permanent {

@@ -11,6 +11,7 @@ pub mod orders;
 pub mod poll;
 pub mod preview;
 pub mod records;
+pub mod relay;
 pub mod simulate;
 pub mod timeline;
 
@@ -34,6 +35,7 @@ pub use orders::{InFlight, OrderCheck, abandon_order, order_check};
 pub use poll::{PollReport, poll, poll_now};
 pub use preview::{Preview, preview};
 pub use records::{check_and_upsert, known_for};
+pub use relay::{RelayReport, relay_status};
 pub use simulate::{SimulatedMail, simulate, simulate_one};
 
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ mod outbox;
 mod provisioning;
 mod queue;
 mod records;
+mod relay;
 mod rows;
 mod sql;
 mod ticker;
@@ -42,6 +43,7 @@ pub use queue::{
     JobQueue, JobRow, PostgresQueue, QueueOptions, QueueStats, QueuedJob, SqliteQueue,
 };
 pub use records::{Applied, ImportCounts, LicenseUpdate, RenewalUpdate, TermChange};
+pub use relay::RelayRecord;
 pub use rows::OutboxRow;
 
 /// The text of the statements whose query plans tests and benchmarks check with `EXPLAIN`

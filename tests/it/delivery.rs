@@ -192,24 +192,14 @@ async fn a_550_is_not_retried_and_the_reply_is_recorded() {
 
 on_both_backends!(async transient_failures_stop_after_max_attempts);
 async fn transient_failures_stop_after_max_attempts() {
-    // Nothing listens on this port: connection refused, every time.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let extra = format!(
-        "[mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\n[mail.retry]\nmax_attempts = 3\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n"
-    );
-    let mut app = TestApp::new(None, "").await;
-    // Re-point mail at the dead port via an SMTP overlay.
-    app.settings = renewal_worker::config::Settings::from_toml_overlay(&format!(
-        "[database]\nurl = {:?}\n[templates]\ndir = {:?}\n[mail]\ntransport = \"smtp\"\n{extra}[worker]\npoll_interval = \"100ms\"\nredrive_interval = \"500ms\"\n",
-        app.settings.database.url,
-        templates_dir()
-    ))
-    .unwrap();
+    // Every recipient is answered 451 (about the mail, not the relay): each attempt counts.
+    let sink = SmtpSink::start(Behaviour::TempFailFirst(usize::MAX));
+    let mut app = TestApp::new(Some(&sink), "").await;
+    app.settings.mail.retry.max_attempts = 3;
+    app.settings.mail.retry.initial_backoff = Duration::from_millis(100);
+    app.settings.mail.retry.max_backoff = Duration::from_millis(200);
     app.event("S1", "ready", None).await;
-    app.start("w-refused");
+    app.start("w-451");
     assert!(
         eventually_async(WAIT, || async {
             app.outbox().await[0].state == OutboxState::Failed
@@ -227,7 +217,54 @@ async fn transient_failures_stop_after_max_attempts() {
     );
     let attempts = app.store.attempts(row.id).await.unwrap();
     assert_eq!(attempts.len(), 3);
-    assert!(attempts.iter().all(|a| a.outcome == "transient"));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.outcome == "transient" && a.smtp_code == Some(451))
+    );
+}
+
+on_both_backends!(async a_refused_connection_spends_no_attempt_and_opens_the_breaker);
+async fn a_refused_connection_spends_no_attempt_and_opens_the_breaker() {
+    // Nothing listens on this port: connection refused, every time. That is the relay's
+    // fault, not the mail's: however long it lasts, the mail stays owed with no attempt spent.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut app = TestApp::new(None, "").await;
+    app.settings = renewal_worker::config::Settings::from_toml_overlay(&format!(
+        "[database]\nurl = {:?}\n[templates]\ndir = {:?}\n[mail]\ntransport = \"smtp\"\n\
+         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         [mail.retry]\nmax_attempts = 2\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n\
+         [mail.breaker]\nprobe_initial = \"100ms\"\nprobe_max = \"200ms\"\n\
+         [worker]\npoll_interval = \"100ms\"\nredrive_interval = \"500ms\"\n",
+        app.settings.database.url,
+        templates_dir()
+    ))
+    .unwrap();
+    app.event("S1", "ready", None).await;
+    app.start("w-refused");
+    assert!(
+        eventually_async(WAIT, || async {
+            app.store
+                .relay_breakers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|b| b.state == "down" && b.probes_failed >= 3)
+        })
+        .await,
+        "the breaker opened and its probes failed"
+    );
+    app.stop().await;
+    assert!(
+        app.store.relay_breakers().await.unwrap().is_empty(),
+        "a daemon that stops removes its breaker's row"
+    );
+    let row = &app.outbox().await[0];
+    assert_eq!((row.state, row.attempts), (OutboxState::Pending, 0));
+    assert!(app.store.attempts(row.id).await.unwrap().is_empty());
 }
 
 on_both_backends!(async a_restarted_worker_delivers_mail_owed_while_it_was_down);
@@ -415,8 +452,8 @@ async fn the_file_transport_writes_one_eml_per_mail() {
     assert_eq!(count(), 2);
 }
 
-on_both_backends!(async a_server_that_never_answers_times_out_as_transient);
-async fn a_server_that_never_answers_times_out_as_transient() {
+on_both_backends!(async a_server_that_never_answers_times_out_as_a_fault_of_the_relay);
+async fn a_server_that_never_answers_times_out_as_a_fault_of_the_relay() {
     // Accepts connections and says nothing: the greeting never comes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -429,37 +466,35 @@ async fn a_server_that_never_answers_times_out_as_transient() {
     let mut app = TestApp::new(None, "").await;
     app.settings = renewal_worker::config::Settings::from_toml_overlay(&format!(
         "[database]\nurl = {:?}\n[templates]\ndir = {:?}\n[mail]\ntransport = \"smtp\"\n\
-         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"1s\"\n\
+         [mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"500ms\"\n\
          [mail.retry]\nmax_attempts = 2\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\n\
+         [mail.breaker]\nfailures = 2\nprobe_initial = \"100ms\"\nprobe_max = \"200ms\"\n\
          [worker]\npoll_interval = \"100ms\"\n",
         app.settings.database.url,
         templates_dir()
     ))
     .unwrap();
     app.event("S1", "ready", None).await;
+    let started = std::time::Instant::now();
     app.start("w-silent");
     assert!(
         eventually_async(WAIT, || async {
-            app.outbox().await[0].state == OutboxState::Failed
+            !app.store.relay_breakers().await.unwrap().is_empty()
         })
         .await,
-        "gave up after the timeouts"
+        "the breaker opened after the timeouts"
     );
+    // Two timeouts of 500 ms each, not the default 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "timed out promptly"
+    );
+    let down = app.store.relay_breakers().await.unwrap();
+    assert!(down[0].last_error.is_some(), "{down:?}");
     app.stop().await;
     let row = &app.outbox().await[0];
-    let attempts = app.store.attempts(row.id).await.unwrap();
-    assert_eq!(attempts.len(), 2);
-    assert!(
-        attempts.iter().all(|a| a.outcome == "transient"),
-        "{attempts:?}"
-    );
-    for a in &attempts {
-        let took = a.finished_at - a.started_at;
-        assert!(
-            took < chrono::Duration::seconds(4),
-            "timed out promptly: {took}"
-        );
-    }
+    assert_eq!((row.state, row.attempts), (OutboxState::Pending, 0));
+    assert!(app.store.attempts(row.id).await.unwrap().is_empty());
 }
 
 /// Runs the daemon as `worker` until the sink has `n` mails (within `limit`), lets it settle,

@@ -52,10 +52,19 @@ pub enum Behaviour {
     RejectRecipients,
     /// Hold each message this long before accepting (to have mail in flight).
     Slow(Duration),
+    /// A relay that caps mails per second, as SES or a smarthost does: a token bucket of
+    /// `per_second` with room for `burst`; a recipient above it is answered "421 too many".
+    RateCap {
+        per_second: u32,
+        burst: u32,
+    },
 }
 
 #[derive(Default)]
 struct SinkState {
+    /// [`Behaviour::RateCap`]'s bucket: tokens left, and when it was last filled.
+    bucket: Option<(f64, std::time::Instant)>,
+    throttled: usize,
     received: Vec<Received>,
     data_ends: usize,
     rcpt_refusals: usize,
@@ -90,6 +99,21 @@ impl Handler for SinkHandler {
             Behaviour::TempFailFirst(k) if s.rcpts <= k => {
                 s.rcpt_refusals += 1;
                 Response::custom(451, "4.7.1 Greylisted, try again later".into())
+            }
+            Behaviour::RateCap { per_second, burst } => {
+                let now = std::time::Instant::now();
+                let (tokens, at) = s.bucket.unwrap_or((f64::from(burst), now));
+                let tokens = (tokens
+                    + now.duration_since(at).as_secs_f64() * f64::from(per_second))
+                .min(f64::from(burst));
+                if tokens >= 1.0 {
+                    s.bucket = Some((tokens - 1.0, now));
+                    response::OK
+                } else {
+                    s.bucket = Some((tokens, now));
+                    s.throttled += 1;
+                    Response::custom(421, "4.7.0 Too many messages, slow down".into())
+                }
             }
             _ => response::OK,
         }
@@ -156,6 +180,10 @@ impl SmtpSink {
     }
     pub fn rcpt_refusals(&self) -> usize {
         self.state.lock().unwrap().rcpt_refusals
+    }
+    /// Recipients answered "421 too many" ([`Behaviour::RateCap`]).
+    pub fn throttled(&self) -> usize {
+        self.state.lock().unwrap().throttled
     }
 }
 

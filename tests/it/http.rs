@@ -116,7 +116,10 @@ async fn auth_is_required_on_subscriptions_only() {
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(
         ready.json::<Value>().await.unwrap(),
-        json!({"store": "ok", "mail": "ok"})
+        json!({"store": "ok", "mail": "ok", "relay": {
+            "state": "up", "down_since": null, "down_seconds": 0, "probes_failed": 0,
+            "faults_in_row": 0, "last_error": null
+        }})
     );
 }
 

@@ -17,6 +17,7 @@ mod install;
 mod mailtext;
 mod outage;
 mod provisioning;
+mod relay;
 mod renewal;
 mod scale;
 mod secrets;
