@@ -11,6 +11,7 @@ mod delivery;
 mod disable;
 #[path = "../../benches/support/explain.rs"]
 mod explain;
+mod hostile;
 mod http;
 mod install;
 mod mailtext;
