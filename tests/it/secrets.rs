@@ -16,6 +16,8 @@ const DB_PASSWORD: &str = "dbPw-7f3a9c-secret";
 const SMTP_PASSWORD: &str = "5190264837";
 const HTTP_TOKEN: &str = "73920418562093817465";
 const SOURCE_TOKEN: &str = "srcTok-0d9e61-secret";
+/// In the feed's URL, as `https://user:password@host/...`.
+const FEED_PASSWORD: &str = "feedPw-3c7e19-secret";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -59,7 +61,7 @@ fn run_daemon(db_url: &str, smtp_port: u16, format: &str) -> String {
         .env("RENEWAL_WORKER__HTTP__TOKEN", HTTP_TOKEN)
         .env(
             "RENEWAL_WORKER__SOURCE__URL",
-            format!("http://127.0.0.1:{source_port}/changes"),
+            format!("http://feed:{FEED_PASSWORD}@127.0.0.1:{source_port}/changes"),
         )
         .env("RENEWAL_WORKER__SOURCE__TOKEN", SOURCE_TOKEN)
         .env("RENEWAL_WORKER__SOURCE__INTERVAL", "200ms")
@@ -146,7 +148,13 @@ fn the_daemon_prints_no_secret_in_either_log_format() {
 
     for format in ["pretty", "json"] {
         let out = run_daemon(&url, sink.port, format);
-        for secret in [DB_PASSWORD, SMTP_PASSWORD, HTTP_TOKEN, SOURCE_TOKEN] {
+        for secret in [
+            DB_PASSWORD,
+            SMTP_PASSWORD,
+            HTTP_TOKEN,
+            SOURCE_TOKEN,
+            FEED_PASSWORD,
+        ] {
             for form in forms(secret) {
                 assert!(
                     !out.contains(&form),
@@ -155,6 +163,10 @@ fn the_daemon_prints_no_secret_in_either_log_format() {
             }
         }
         assert!(out.contains(&format!("{role}:***@")), "{out}");
+        assert!(
+            out.contains("feed:***@"),
+            "the failed pulls are logged: {out}"
+        );
     }
     drop(db);
     admin_exec(&admin, &[&format!("DROP ROLE IF EXISTS {role}")]);
@@ -195,7 +207,9 @@ fn bad_settings_are_refused_without_showing_a_secret() {
     )
     .unwrap();
     let config = config.display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, String)>, &str)> = vec![
+    // (arguments, environment, a text the refusal must hold)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         // Unparsable URLs: a port that is not a number, a password holding a slash.
         (
             vec!["migrate"],
