@@ -336,3 +336,16 @@ fn sigterm_while_the_database_is_down_exits_0_quietly() {
         assert!(!out.contains(DB_PASSWORD), "{out}");
     }
 }
+
+/// lettre's `tracing` feature logs the SMTP dialogue, `AUTH PLAIN <base64(user, password)>`
+/// included, at debug: no crate of the build may turn it on (the lock file lists `tracing`
+/// among lettre's dependencies exactly when one does).
+#[test]
+fn lettre_is_built_without_its_wire_tracing() {
+    let lock = include_str!("../../Cargo.lock");
+    let lettre = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"lettre\"\n"))
+        .expect("lettre is in the lock file");
+    assert!(!lettre.contains("\"tracing"), "{lettre}");
+}
