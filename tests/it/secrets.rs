@@ -349,3 +349,49 @@ fn lettre_is_built_without_its_wire_tracing() {
         .expect("lettre is in the lock file");
     assert!(!lettre.contains("\"tracing"), "{lettre}");
 }
+
+/// handlebars logs the values its helpers are given at debug (`{{#if reseller.csn}}` logs the
+/// CSN): customer data. Whatever RUST_LOG says, none of it reaches the log.
+#[test]
+fn rendering_at_debug_logs_no_customer_data() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("subs.json"), crate::helpers::FIXTURE).unwrap();
+    let bin = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_renewal-worker"));
+        c.current_dir(dir.path())
+            .env("RENEWAL_WORKER__TEMPLATES__DIR", templates_dir())
+            .stdin(Stdio::null());
+        c
+    };
+    assert!(
+        bin()
+            .args(["import", "subs.json"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (format, filter) in [("pretty", "debug"), ("json", "trace,handlebars=trace")] {
+        let out = bin()
+            .args(["render", "order-processed", "--subscription", "S1"])
+            .env("RUST_LOG", filter)
+            .env("RENEWAL_WORKER__LOG__FORMAT", format)
+            .output()
+            .unwrap();
+        let (mail, log) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{log}");
+        assert!(
+            mail.contains("5101234567"),
+            "the CSN is in the mail: {mail}"
+        );
+        assert!(
+            log.contains("DEBUG") || log.contains("\"level\":\"DEBUG\""),
+            "{log}"
+        );
+        for data in ["5101234567", "Globex", "it@globex.example"] {
+            assert!(!log.contains(data), "{format} log shows {data}:\n{log}");
+        }
+    }
+}
