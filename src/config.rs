@@ -288,11 +288,10 @@ impl Settings {
         let file = file.map(absolute).transpose()?;
         if let Some(path) = &file {
             // Toml::file silently ignores a missing file; an operator who names one means it.
-            let text =
-                std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             check_toml_syntax(path, &text)?;
             figment = figment.merge(Toml::file_exact(path));
         }
