@@ -478,6 +478,7 @@ async fn a_different_download_link_is_409_unless_correct() {
         (StatusCode::OK, Some(true)),
         "{body}"
     );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods_answer_json_errors() {
