@@ -23,6 +23,15 @@ pub use sources::{ValueSource, value_sources};
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "RENEWAL_WORKER__";
 
+/// The settings that hold a secret (a whole value, or a password inside it): read from the
+/// environment exactly as given, never echoed in an error.
+pub const SECRET_KEYS: &[&str] = &[
+    "database.url",
+    "mail.smtp.password",
+    "http.token",
+    "source.token",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The reason is text, not a source error: the message already says it, once.
@@ -35,6 +44,14 @@ pub enum ConfigError {
     Set {
         error: Box<ConfigError>,
         origin: String,
+    },
+    /// Only where the error is: the text around it may be a password.
+    #[error("config file {path} is not valid TOML: line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("invalid configuration: `{key}` = {value:?}: {reason}")]
     Invalid {
@@ -76,6 +93,7 @@ pub struct SourceSettings {
     /// The marketplace's changes feed; empty: no pulling.
     #[serde(deserialize_with = "parse::optional_http_url")]
     pub url: Option<url::Url>,
+    #[serde(deserialize_with = "parse::secret")]
     pub token: SecretString,
     #[serde(deserialize_with = "parse::duration")]
     pub interval: Duration,
@@ -93,9 +111,15 @@ pub struct HttpSettings {
     /// Address to listen on; empty: no HTTP API.
     #[serde(deserialize_with = "parse::optional_socket_addr")]
     pub bind: Option<std::net::SocketAddr>,
+    #[serde(deserialize_with = "parse::secret")]
     pub token: SecretString,
     #[serde(deserialize_with = "parse::bytes")]
     pub body_limit: usize,
+    /// Wrong bearer tokens from one address before it is locked out.
+    pub max_auth_failures: u32,
+    /// How long a lockout lasts, and how long a failure is remembered.
+    #[serde(deserialize_with = "parse::duration")]
+    pub auth_lockout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +203,7 @@ pub struct SmtpSettings {
     pub port: u16,
     pub tls: SmtpTls,
     pub username: Option<String>,
+    #[serde(default, deserialize_with = "parse::optional_secret")]
     pub password: Option<SecretString>,
     #[serde(deserialize_with = "parse::duration")]
     pub timeout: Duration,
@@ -295,12 +320,14 @@ impl Settings {
         let file = file.map(absolute).transpose()?;
         if let Some(path) = &file {
             // Toml::file silently ignores a missing file; an operator who names one means it.
-            std::fs::read(path).map_err(|e| ConfigError::Unreadable {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
+            check_toml_syntax(path, &text)?;
             figment = figment.merge(Toml::file_exact(path));
         }
+        // Secrets are taken from the environment as the exact text given (EnvLists).
         let figment = figment.merge(sources::EnvLists::new(env, DEFAULT_TOML));
         let settings = Self::extract(&figment)?;
         Ok(Loaded {
@@ -515,6 +542,12 @@ impl Settings {
                 "must be at least 1024 bytes",
             ));
         }
+        if self.http.max_auth_failures == 0 {
+            return Err(invalid("http.max_auth_failures", 0, "must be at least 1"));
+        }
+        if self.http.auth_lockout.is_zero() {
+            return Err(invalid("http.auth_lockout", "0s", "must be positive"));
+        }
         if self.poll.batch_size == 0 {
             return Err(invalid("poll.batch_size", 0, "must be at least 1"));
         }
@@ -626,6 +659,25 @@ fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
         })
 }
 
+/// A config file's TOML syntax, checked before figment reads it: figment's own message quotes
+/// the line at fault, which may be the one holding a password. Only the place and the kind
+/// of error are told.
+fn check_toml_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let Err(e) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let at = e.span().map_or(0, |s| s.start).min(text.len());
+    let before = &text[..text.floor_char_boundary(at)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Err(ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message: e.message().trim().to_owned(),
+    })
+}
+
 /// This machine's name (`HOSTNAME`, else /etc/hostname, else "renewal-worker").
 pub fn host_name() -> String {
     std::env::var("HOSTNAME")
@@ -718,6 +770,43 @@ mod parse {
             .map_err(|_| refuse(&s, "a mailbox such as `Renewals <renewals@example.com>`"))
     }
 
+    /// A secret is text; a TOML file may give an all-digit one unquoted, taken as its
+    /// digits. Nothing else is accepted, and the value never appears in the error.
+    pub fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<secrecy::SecretString, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_owned())
+            }
+            fn visit_string<E: Error>(self, v: String) -> Result<String, E> {
+                Ok(v)
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u128<E: Error>(self, v: u128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i128<E: Error>(self, v: i128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        d.deserialize_any(Text).map(secrecy::SecretString::from)
+    }
+
+    pub fn optional_secret<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<secrecy::SecretString>, D::Error> {
+        secret(d).map(Some)
+    }
+
     pub fn optional_mailbox<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<lettre::message::Mailbox>, D::Error> {
@@ -755,14 +844,67 @@ mod parse {
     }
 }
 
-/// A database URL fit for logs and messages: any password replaced by `***`.
+/// A database URL fit for logs and messages: any password replaced by `***`, in the user
+/// part or as a `password` parameter. A URL that does not parse keeps its scheme, user name
+/// and host, and everything after a `:` in its authority is hidden, since that is where a
+/// password (or what a malformed URL holds where a password would be) sits.
 pub fn redacted_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
+    if let Ok(mut u) = url::Url::parse(raw) {
+        if u.password().is_some() {
             let _ = u.set_password(Some("***"));
-            u.to_string()
         }
-        _ => raw.to_owned(),
+        if u.query_pairs().any(|(k, _)| is_password_param(&k)) {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if is_password_param(&k) {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return u.to_string();
+    }
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    // A password may hold `/`, `?` or `@`: with an `@` anywhere, all before the last one is
+    // the user part.
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let name = userinfo
+                .split([':', '/', '?', '#'])
+                .next()
+                .unwrap_or_default();
+            (format!("{name}:***@"), host)
+        }
+        None => (String::new(), rest),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(end);
+    // The parameters of an unparsable URL are not read: all of them go.
+    let tail = match tail.find(['?', '#']) {
+        Some(i) => format!("{}?***", &tail[..i]),
+        None => tail.to_owned(),
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}{user}{}{tail}", hide_after_colon(host))
+}
+
+fn is_password_param(key: &str) -> bool {
+    key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("passwd")
+}
+
+fn hide_after_colon(s: &str) -> String {
+    match s.split_once(':') {
+        Some((before, _)) => format!("{before}:***"),
+        None => s.to_owned(),
     }
 }
 
@@ -908,6 +1050,111 @@ mod tests {
         let err =
             Settings::from_toml_overlay("[renewal]\nreminder_time = \"25:00\"\n").unwrap_err();
         assert!(err.to_string().contains("25:00"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn secrets_from_the_environment_are_taken_exactly_as_given() {
+        use secrecy::ExposeSecret;
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RENEWAL_WORKER__MAIL__SMTP__USERNAME", "relay");
+            jail.set_env("RENEWAL_WORKER__MAIL__SMTP__PASSWORD", "0012345678");
+            jail.set_env("RENEWAL_WORKER__HTTP__BIND", "127.0.0.1:0");
+            jail.set_env("RENEWAL_WORKER__HTTP__TOKEN", "12345678901234567890");
+            jail.set_env("RENEWAL_WORKER__SOURCE__TOKEN", "\"quoted\"");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            let password = s.mail.smtp.password.as_ref().map(|p| p.expose_secret());
+            assert_eq!(password, Some("0012345678"));
+            assert_eq!(s.http.token.expose_secret(), "12345678901234567890");
+            assert_eq!(s.source.token.expose_secret(), "\"quoted\"");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("RENEWAL_WORKER__SOURCE__TOKEN", "true");
+            jail.set_env("RENEWAL_WORKER__HTTP__TOKEN", "[1, 2]");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.source.token.expose_secret(), "true");
+            assert_eq!(s.http.token.expose_secret(), "[1, 2]");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_in_a_file_is_not_echoed() {
+        use secrecy::ExposeSecret;
+        let s = Settings::from_toml_overlay("[source]\ntoken = 987654321\n").unwrap();
+        assert_eq!(s.source.token.expose_secret(), "987654321");
+        let err = Settings::from_toml_overlay("[http]\ntoken = 98765.4321\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.token") && !err.contains("98765"),
+            "{err}"
+        );
+        let err = Settings::from_toml_overlay("[mail.smtp]\npassword = [\"hunter2\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mail.smtp.password") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_the_place_not_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("renewal.toml");
+        std::fs::write(
+            &path,
+            "[mail.smtp]\nusername = \"relay\"\npassword = \"s3cr3t-pw\n",
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(&path), Env::prefixed("RENEWAL_WORKER_TEST_UNUSED__"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("line 3, column"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn database_urls_lose_their_passwords_parsable_or_not() {
+        for (raw, shown) in [
+            (
+                "postgres://rw:s3cr3t@db.example:5432/renewals",
+                "postgres://rw:***@db.example:5432/renewals",
+            ),
+            (
+                "postgres://rw@db.example/renewals?password=s3cr3t&sslmode=require",
+                "postgres://rw@db.example/renewals?password=***&sslmode=require",
+            ),
+            // Unparsable: a bad port, a password with `/`, no `@`, a bad parameter.
+            (
+                "postgres://rw:s3cr3t@db.example:54x32/renewals",
+                "postgres://rw:***@db.example:***/renewals",
+            ),
+            (
+                "postgres://rw:s3/cr3t@db.example:x/renewals",
+                "postgres://rw:***@db.example:***/renewals",
+            ),
+            ("postgres://rw:s3cr3t", "postgres://rw:***"),
+            (
+                "postgres://rw:s3cr3t@[db/renewals?password=s3cr3t",
+                "postgres://rw:***@[db/renewals?***",
+            ),
+            ("sqlite://data/rw.db", "sqlite://data/rw.db"),
+        ] {
+            assert_eq!(redacted_url(raw), shown, "{raw}");
+        }
+        let err = Settings::from_toml_overlay("[database]\nurl = \"mysql://rw:s3cr3t@h/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.url") && !err.contains("s3cr3t"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,7 +20,23 @@ pub async fn run_daemon(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CliError> {
     let settings = Arc::new(settings);
-    let store = service::open_store_patiently(&settings).await?;
+    // Listening for the stop signal starts before anything else: a daemon still waiting for
+    // its database must stop on it too.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let store = tokio::select! {
+        store = service::open_store_patiently(&settings) => store?,
+        () = stop.cancelled() => {
+            info!("stopped before the database could be reached");
+            return Ok(());
+        }
+    };
     let name = settings.worker_instance_name();
     let deliverer = Arc::new(Deliverer::build(
         settings.clone(),
@@ -50,24 +66,16 @@ pub async fn run_daemon(
         "renewal-worker started"
     );
     warn_of_other_sqlite_daemons(&deliverer).await;
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    });
     let http = if let Some(bind) = settings.http.bind {
         use secrecy::ExposeSecret;
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .map_err(|e| CliError::Input(format!("http.bind {bind}: {e}")))?;
         info!(%bind, "HTTP API listening");
-        let state = Arc::new(crate::http::HttpState {
-            deliverer: deliverer.clone(),
-            token: settings.http.token.expose_secret().to_owned(),
-        });
+        let state = Arc::new(crate::http::HttpState::new(
+            deliverer.clone(),
+            settings.http.token.expose_secret(),
+        ));
         Some(tokio::spawn(crate::http::serve(
             listener,
             state,
@@ -180,24 +188,32 @@ pub async fn run_worker(
     jobs
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed at the call, not at the first
+/// poll, so a signal that comes before the future is awaited is not lost (nor fatal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        // A handler that could not be installed leaves its signal's default action.
+        async fn recv(s: std::io::Result<tokio::signal::unix::Signal>) {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        async move {
+            tokio::select! {
+                () = recv(term) => {},
+                () = recv(int) => {},
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
-    SubscriptionId, TimeZoneName,
+    SubscriptionId, TimeZoneName, forbidden_char,
 };
 use crate::domain::{Customer, Reseller, Subscription};
 
@@ -86,19 +86,27 @@ pub fn read_file(path: &Path) -> Result<RawFile, ImportError> {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        parse_csv(&bytes).map_err(|reason| ImportError::Syntax {
-            path: shown,
-            format: "CSV",
-            reason,
-        })
+    let (format, parsed) = if is_csv {
+        ("CSV", parse_csv(&bytes))
     } else {
-        parse_json(&bytes).map_err(|reason| ImportError::Syntax {
-            path: shown,
-            format: "JSON",
-            reason,
-        })
+        ("JSON", parse_json(&bytes))
+    };
+    let syntax = |reason| ImportError::Syntax {
+        path: shown.clone(),
+        format,
+        reason,
+    };
+    let raw = parsed.map_err(syntax)?;
+    // A file with nothing in it is a mistake (a truncated export, the wrong file), not a
+    // successful import of nothing.
+    if raw.rows() == 0 {
+        return Err(syntax(if is_csv {
+            "it holds no subscription: a header line and at least one row are needed".into()
+        } else {
+            "it holds no resellers, customers or subscriptions".into()
+        }));
     }
+    Ok(raw)
 }
 
 pub fn parse_json(bytes: &[u8]) -> Result<RawFile, String> {
@@ -140,8 +148,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<RawFile, String> {
 }
 
 pub fn parse_csv(bytes: &[u8]) -> Result<RawFile, String> {
+    // Cells are not trimmed here: a control character in one is refused by the checks, and a
+    // trim would strip it unseen. The checks trim spaces themselves.
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(bytes);
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let mut subscriptions = Vec::new();
@@ -160,6 +170,15 @@ pub fn parse_csv(bytes: &[u8]) -> Result<RawFile, String> {
         subscriptions,
         ..RawFile::default()
     })
+}
+
+/// Text as it may be shown in a message: escaped when it holds a control character.
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if forbidden_char(s).is_some() {
+        s.escape_debug().to_string().into()
+    } else {
+        s.into()
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -199,6 +218,8 @@ struct RowReader<'a> {
     id: Option<String>,
     map: &'a Map<String, Value>,
     issues: &'a mut Vec<Issue>,
+    /// Fields refused for a control character: already listed, read as absent.
+    refused: HashSet<String>,
 }
 
 impl<'a> RowReader<'a> {
@@ -209,13 +230,18 @@ impl<'a> RowReader<'a> {
         allowed: &[&str],
         issues: &'a mut Vec<Issue>,
     ) -> Self {
-        let id = map.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+        // Shown escaped: an id with a line break must not break the error's line.
+        let id = map
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(|s| shown(s).into_owned());
         let mut reader = Self {
             section,
             row,
             id,
             map,
             issues,
+            refused: HashSet::new(),
         };
         let mut unknown: Vec<&String> = map
             .keys()
@@ -224,9 +250,24 @@ impl<'a> RowReader<'a> {
         unknown.sort();
         for key in unknown {
             reader.issue(
-                key,
+                &shown(key),
                 format!("unknown field (expected one of: {})", allowed.join(", ")),
             );
+        }
+        // Every field, whatever it holds: a control character is refused, never stripped.
+        for field in allowed {
+            if let Some(Value::String(s)) = map.get(*field)
+                && let Some(c) = forbidden_char(s)
+            {
+                reader.issue(
+                    field,
+                    format!(
+                        "{s:?} holds the control character U+{:04X}, which is not allowed",
+                        u32::from(c)
+                    ),
+                );
+                reader.refused.insert((*field).to_owned());
+            }
         }
         reader
     }
@@ -243,6 +284,9 @@ impl<'a> RowReader<'a> {
 
     /// A text value; numbers are accepted as their text (CSV and hand-written JSON mix them).
     fn text(&mut self, field: &str, required: bool) -> Option<String> {
+        if self.refused.contains(field) {
+            return None;
+        }
         match self.map.get(field) {
             None | Some(Value::Null) => {
                 if required {
@@ -294,14 +338,13 @@ impl<'a> RowReader<'a> {
             );
             return None;
         }
-        if s.chars().any(char::is_control) {
-            self.issue(field, format!("{s:?} contains control characters"));
-            return None;
-        }
         Some(s)
     }
 
     fn integer(&mut self, field: &str) -> Option<i64> {
+        if self.refused.contains(field) {
+            return None;
+        }
         match self.map.get(field) {
             None | Some(Value::Null) => {
                 self.issue(field, "missing");
@@ -332,6 +375,9 @@ impl<'a> RowReader<'a> {
     }
 
     fn boolean(&mut self, field: &str) -> Option<bool> {
+        if self.refused.contains(field) {
+            return None;
+        }
         match self.map.get(field) {
             None | Some(Value::Null) => {
                 self.issue(field, "missing");

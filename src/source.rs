@@ -68,19 +68,20 @@ pub struct PullReport {
     pub cursor: Option<String>,
 }
 
+/// The feed's URL fit for messages: a password in it (`https://user:pw@...`, `?password=`)
+/// hidden. reqwest's own messages repeat the URL, so theirs is taken without it.
+fn shown(url: &url::Url) -> String {
+    crate::config::redacted_url(url.as_str())
+}
+
 fn client(settings: &Settings) -> Result<reqwest::Client, SourceError> {
     crate::install_tls_provider();
     reqwest::Client::builder()
         .timeout(settings.source.timeout)
         .build()
         .map_err(|e| SourceError::Fetch {
-            url: settings
-                .source
-                .url
-                .as_ref()
-                .map(url::Url::to_string)
-                .unwrap_or_default(),
-            reason: e.to_string(),
+            url: settings.source.url.as_ref().map(shown).unwrap_or_default(),
+            reason: e.without_url().to_string(),
         })
 }
 
@@ -135,8 +136,8 @@ async fn fetch(
         let result = match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 return resp.json::<Page>().await.map_err(|e| SourceError::Page {
-                    url: url.to_string(),
-                    reason: e.to_string(),
+                    url: shown(url),
+                    reason: e.without_url().to_string(),
                 });
             }
             Ok(resp) => {
@@ -149,7 +150,7 @@ async fn fetch(
                     .take(500)
                     .collect();
                 let err = SourceError::Status {
-                    url: url.to_string(),
+                    url: shown(url),
                     status,
                     body,
                 };
@@ -160,8 +161,8 @@ async fn fetch(
                 err
             }
             Err(e) => SourceError::Fetch {
-                url: url.to_string(),
-                reason: e.to_string(),
+                url: shown(url),
+                reason: e.without_url().to_string(),
             },
         };
         if attempt >= s.max_attempts {

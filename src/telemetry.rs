@@ -7,6 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// Targets capped whatever the filter asks, because of what they would print.
+const QUIET: &str = "handlebars=info";
+
 /// `daemon` is false for one-shot commands, whose output is their answer: they log warnings
 /// and errors only, unless RUST_LOG asks for more.
 pub fn init(settings: &LogSettings, daemon: bool) {
@@ -15,10 +18,18 @@ pub fn init(settings: &LogSettings, daemon: bool) {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // Dependencies are noisy at debug; keep them at warn unless RUST_LOG says otherwise.
-        EnvFilter::new(format!("warn,renewal_worker={level}"))
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| {
+            // Dependencies are noisy at debug; keep them at warn unless RUST_LOG says otherwise.
+            EnvFilter::new(format!("warn,renewal_worker={level}"))
+        })
+        // Whatever RUST_LOG says: handlebars logs the values it renders at debug, and those
+        // are customers' names and addresses.
+        .add_directive(
+            QUIET
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a fixed directive")),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour(

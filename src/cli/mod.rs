@@ -42,7 +42,7 @@ use crate::store::StoreError;
     name = "renewal-worker",
     version,
     about = "Sends the lifecycle mail of marketplace subscriptions: provisioning notices, renewal reminders, renewals and ends.",
-    after_help = "Exit codes: 0 success; 1 error (bad input, unknown subscription, database or mail trouble); 2 bad command-line usage (and bad input to `order` and `order-check`); 3 disable-auto-renew request rejected, or `order-check`: the reseller may not order now."
+    after_help = "Exit codes: 0 success; 1 error (unknown subscription, database or mail trouble); 2 bad command-line usage or input refused (a bad value, an import file that fails the checks; nothing was written); 3 disable-auto-renew request rejected, or `order-check`: the reseller may not order now."
 )]
 pub struct Cli {
     /// A TOML file with settings that override config/default.toml (env vars
@@ -315,15 +315,25 @@ pub enum CliError {
     /// leaves out a flag the command needs: exit code 2, as clap's own usage errors.
     #[error("{0}")]
     Usage(String),
+    /// A command-line value refused by its checks (a control character, a malformed id,
+    /// URL or address); the message names the argument. Exit code 2.
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
 
 impl CliError {
-    /// The exit code the README promises for this error.
+    /// The exit code the README promises for this error: 2 for bad usage and for input
+    /// refused for what it holds (nothing was written), else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) => EXIT_USAGE,
+            Self::Usage(_)
+            | Self::Refused(_)
+            | Self::Import(_)
+            | Self::App(
+                ServiceError::Records(_) | ServiceError::Invalid(_) | ServiceError::Licenses(_),
+            ) => EXIT_USAGE,
             _ => 1,
         }
     }
@@ -346,7 +356,7 @@ pub(super) fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 pub(super) fn input_error(field: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::Input(format!("{field}: {e}"))
+    CliError::Refused(format!("{field}: {e}"))
 }
 
 pub(super) fn usage_error(field: &str, e: impl std::fmt::Display) -> CliError {

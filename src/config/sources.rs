@@ -9,7 +9,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 
-use super::{ConfigError, ENV_PREFIX, Settings};
+use super::{ConfigError, ENV_PREFIX, SECRET_KEYS, Settings};
 
 /// The environment provider, with the settings that are lists in the defaults accepted as
 /// comma-separated text (`RENEWAL_WORKER__RENEWAL__REMINDER_OFFSETS=30d,10bd,1bd`): a
@@ -42,12 +42,42 @@ impl Provider for EnvLists {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut data = self.env.data()?;
+        // figment reads a variable as TOML-ish data: `123456` becomes a number, `"pw"` loses
+        // its quotes, `true` is a boolean. A secret is taken as the exact text given.
+        let secrets: Vec<(String, String)> = self
+            .env
+            .clone()
+            .only(SECRET_KEYS)
+            .iter()
+            .map(|(key, text)| (key.as_str().to_owned(), text))
+            .collect();
         for dict in data.values_mut() {
             for path in &self.lists {
                 split_list(dict, path);
             }
+            for (key, text) in &secrets {
+                let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+                set_text(dict, &path, text);
+            }
         }
         Ok(data)
+    }
+}
+
+/// Replaces the value at `path` (which the environment set) by `text`.
+fn set_text(dict: &mut Dict, path: &[String], text: &str) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut dict = dict;
+    for key in parents {
+        match dict.get_mut(key) {
+            Some(Value::Dict(_, inner)) => dict = inner,
+            _ => return,
+        }
+    }
+    if dict.contains_key(last) {
+        dict.insert(last.clone(), Value::from(text.to_owned()));
     }
 }
 
@@ -129,6 +159,15 @@ pub(super) fn describe_error(e: &figment::Error) -> String {
     let what = match &e.kind {
         figment::error::Kind::UnknownField(_, known) => {
             format!("unknown setting; known here: {}", known.join(", "))
+        }
+        // figment's message quotes the value (``found unsigned int `123456` ``).
+        figment::error::Kind::InvalidType(..) | figment::error::Kind::InvalidValue(..)
+            if SECRET_KEYS.contains(&key.as_str()) =>
+        {
+            "expected a string (the value is not shown: it is a secret)".to_owned()
+        }
+        _ if SECRET_KEYS.contains(&key.as_str()) => {
+            "not usable (the value is not shown: it is a secret)".to_owned()
         }
         kind => kind.to_string(),
     };

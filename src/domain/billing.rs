@@ -42,7 +42,7 @@ impl Billing {
 impl FromStr for Billing {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, DomainError> {
-        match s.trim() {
+        match super::no_controls("billing plan", s)?.trim() {
             "annual_prepaid" => Ok(Self::AnnualPrepaid),
             "monthly_prepaid" => Ok(Self::MonthlyPrepaid),
             other => Err(DomainError::Billing {

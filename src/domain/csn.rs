@@ -10,7 +10,7 @@ pub struct Csn(String);
 
 impl Csn {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
+        let s = super::no_controls("CSN", s)?.trim();
         if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()) {
             return Ok(Self(s.to_owned()));
         }

@@ -12,7 +12,7 @@ pub struct EmailAddress(String);
 
 impl EmailAddress {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
+        let s = super::no_controls("email address", s)?.trim();
         let err = |reason: &str| DomainError::Email {
             value: s.to_owned(),
             reason: reason.to_owned(),
@@ -74,6 +74,14 @@ mod tests {
                 err.to_string().contains(&format!("{:?}", bad.trim())),
                 "{err}"
             );
+        }
+        for bad in [
+            "ops@acme.example\r\n",
+            "ops@acme.example\n",
+            "\0ops@acme.example",
+        ] {
+            let err = EmailAddress::parse(bad).unwrap_err();
+            assert!(matches!(err, DomainError::Control { .. }), "{bad:?}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(EmailAddress::parse(&long).is_err());

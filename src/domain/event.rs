@@ -19,7 +19,12 @@ impl ProvisioningEvent {
     pub const ALL: [ProvisioningEvent; 3] = [Self::Ready, Self::OrderProcessed, Self::Activated];
 
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        match super::no_controls("provisioning event", s)?
+            .trim()
+            .to_ascii_lowercase()
+            .replace('_', "-")
+            .as_str()
+        {
             "ready" => Ok(Self::Ready),
             "order-processed" => Ok(Self::OrderProcessed),
             "activated" => Ok(Self::Activated),

@@ -4,8 +4,9 @@ use std::fmt;
 
 use super::{DomainError, text_serde};
 
+/// Exactly as given: an id is a key, so `" S1"` or `"S1\r\n"` is refused rather than taken
+/// for `S1`.
 fn check_id(what: &'static str, s: &str) -> Result<String, DomainError> {
-    let s = s.trim();
     let ok = (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
@@ -70,13 +71,27 @@ mod tests {
     #[test]
     fn examples() {
         assert_eq!(
-            SubscriptionId::parse(" S-1.a_b:c ").unwrap().as_str(),
+            SubscriptionId::parse("S-1.a_b:c").unwrap().as_str(),
             "S-1.a_b:c"
         );
-        for bad in ["", "S 1", "S/1", "Ü1", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "S 1",
+            "S/1",
+            "Ü1",
+            &"x".repeat(65),
+            " S1",
+            "S1 ",
+            "S1\r\n",
+            "S1\n",
+            "\tS1",
+            "S1\u{85}",
+        ] {
             let err = ResellerId::parse(bad).unwrap_err();
             assert!(err.to_string().contains("reseller id"), "{err}");
         }
+        let err = SubscriptionId::parse("S1\r\n").unwrap_err().to_string();
+        assert!(err.contains(r#""S1\r\n""#), "{err}");
         let err = CustomerId::parse("C/1").unwrap_err();
         assert!(err.to_string().contains("\"C/1\"") && err.to_string().contains("customer"));
     }

@@ -1,6 +1,8 @@
 //! Values from outside, parsed once at the edge ("parse, don't validate"): a `Csn` cannot hold
 //! nine digits, a `ProductId` is always the normalised 15 characters. Each type's `parse`
-//! trims surrounding whitespace; its error names the offending value; callers add the field.
+//! refuses any control character, anywhere (it is never stripped: `S1\r\n` is not `S1`), then
+//! trims surrounding spaces (ids are taken exactly as given); its error names the offending
+//! value; callers add the field.
 //! The entities (reseller, customer, subscription) are built only from such values.
 
 mod billing;
@@ -51,6 +53,32 @@ pub enum DomainError {
     DownloadUrl { value: String, reason: String },
     #[error("{value:?} is not a provisioning event: expected ready, order-processed or activated")]
     Event { value: String },
+    #[error("{value:?} is not a valid {what}: it holds the control character U+{code:04X}")]
+    Control {
+        what: &'static str,
+        value: String,
+        code: u32,
+    },
+}
+
+/// The first character of `s` that must never be in a value from outside: a control character
+/// (C0, DEL, C1), or a Unicode line or paragraph separator. Such a character would break a
+/// line in a header, a log line or a CSV file, or hide in a key; it is refused, never stripped.
+pub fn forbidden_char(s: &str) -> Option<char> {
+    s.chars()
+        .find(|&c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+}
+
+/// `s` if it holds no [`forbidden_char`], else the error naming `what` it was meant to be.
+pub(crate) fn no_controls<'a>(what: &'static str, s: &'a str) -> Result<&'a str, DomainError> {
+    match forbidden_char(s) {
+        None => Ok(s),
+        Some(c) => Err(DomainError::Control {
+            what,
+            value: s.to_owned(),
+            code: u32::from(c),
+        }),
+    }
 }
 
 /// Serde support through `parse`: serialise as the normalised text, deserialise by parsing, so

@@ -11,7 +11,7 @@ pub struct ProductId(String);
 
 impl ProductId {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
+        let s = super::no_controls("product ID", s)?.trim();
         let err = || DomainError::ProductId {
             value: s.to_owned(),
         };

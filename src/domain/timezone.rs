@@ -12,7 +12,7 @@ pub struct TimeZoneName(Tz);
 
 impl TimeZoneName {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
+        let s = super::no_controls("time zone", s)?.trim();
         s.parse::<Tz>()
             .map(Self)
             .map_err(|_| DomainError::TimeZone {

@@ -11,7 +11,8 @@ pub struct DownloadUrl(String);
 
 impl DownloadUrl {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
+        // Checked before the URL parser sees it: that parser drops tabs and line breaks.
+        let s = super::no_controls("download URL", s)?.trim();
         let err = |reason: &str| DomainError::DownloadUrl {
             value: s.to_owned(),
             reason: reason.to_owned(),
@@ -63,6 +64,16 @@ mod tests {
                 .to_string()
                 .contains("https://")
         );
+        for bad in [
+            "https://x.example/dl\r\nBcc: a@b.example",
+            "https://x.example/d\tl",
+            "https://x.example/dl\n",
+            "\rhttps://x.example/dl",
+        ] {
+            let err = DownloadUrl::parse(bad).unwrap_err();
+            assert!(matches!(err, DomainError::Control { .. }), "{bad:?}");
+            assert!(err.to_string().contains("download URL"), "{err}");
+        }
         let json = serde_json::to_string(&u).unwrap();
         assert_eq!(serde_json::from_str::<DownloadUrl>(&json).unwrap(), u);
     }

@@ -9,16 +9,19 @@ mod error;
 mod events;
 mod health;
 mod licenses;
+mod lockout;
 mod orders;
 mod request;
 mod subscriptions;
 mod timeline;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware;
 use axum::routing::{get, post, put};
 
@@ -44,8 +47,23 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub struct HttpState {
-    pub deliverer: Arc<Deliverer>,
-    pub token: String,
+    deliverer: Arc<Deliverer>,
+    token_digest: [u8; 32],
+    lockout: lockout::Lockout,
+}
+
+impl HttpState {
+    /// The API's state: the bearer token it accepts, and the lockout settings of
+    /// `deliverer.settings.http`.
+    pub fn new(deliverer: Arc<Deliverer>, token: &str) -> Self {
+        let http = &deliverer.settings.http;
+        let lockout = lockout::Lockout::new(http.max_auth_failures, http.auth_lockout);
+        Self {
+            token_digest: auth::token_digest(token),
+            lockout,
+            deliverer,
+        }
+    }
 }
 
 pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
@@ -70,8 +88,27 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// API errors are JSON, a path that names no route too.
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such route: {}", uri.path()),
+        None,
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+        None,
+    )
 }
 
 /// Serves until `shutdown` resolves; requests in flight finish first.
@@ -81,7 +118,9 @@ pub async fn serve(
     body_limit: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, body_limit))
+    // The peer's address is what the token lockout counts failures against.
+    let app = router(state, body_limit).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

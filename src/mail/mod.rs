@@ -9,6 +9,7 @@ mod probe;
 use std::time::Duration;
 
 use lettre::address::Envelope;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
@@ -167,10 +168,18 @@ impl Mailer {
         if mail.to.is_empty() {
             return Err(MailError::Build("no recipients".into()));
         }
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .subject(one_line(&mail.subject))
-            .message_id(Some(mail.message_id.clone()));
+        let subject = one_line(&mail.subject);
+        let mut builder = Message::builder().from(self.from.clone());
+        builder = if subject.contains("=?") {
+            builder.raw_header(HeaderValue::dangerous_new_pre_encoded(
+                HeaderName::new_from_ascii_str("Subject"),
+                subject.clone(),
+                encoded_words(&subject),
+            ))
+        } else {
+            builder.subject(subject)
+        };
+        builder = builder.message_id(Some(mail.message_id.clone()));
         if let Some(r) = &self.reply_to {
             builder = builder.reply_to(r.clone());
         }
@@ -288,6 +297,32 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `text` as RFC 2047 encoded words (UTF-8, base64), folded one word a line.
+///
+/// lettre writes an ASCII subject as it is, so a name holding `=?utf-8?q?...=0D=0A...?=`
+/// would reach the reader as an encoded word of the sender's making, which mail readers
+/// decode, line break included. Encoded by us, the text is shown as it was written.
+fn encoded_words(text: &str) -> String {
+    use base64::Engine;
+    // 39 bytes make 52 base64 characters: each word fits a line with room for "Subject: ".
+    const CHUNK: usize = 39;
+    let mut words = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        words.push(format!(
+            "=?utf-8?b?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(chunk)
+        ));
+        rest = tail;
+    }
+    words.join("\r\n ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +393,32 @@ mod tests {
             matches!(r, SendError::Transient { .. }),
             "a 452 is about the mailbox: {r:?}"
         );
+    }
+
+    #[test]
+    fn encoded_words_split_on_characters_and_stay_short() {
+        let text = format!(
+            "=?utf-8?q?X=0D=0ABcc:_evil@attacker.example?= {}",
+            "é".repeat(40)
+        );
+        let encoded = encoded_words(&text);
+        let mut decoded = Vec::new();
+        for word in encoded.split("\r\n ") {
+            assert!(word.len() <= 75, "{word}");
+            let b64 = word
+                .strip_prefix("=?utf-8?b?")
+                .and_then(|w| w.strip_suffix("?="))
+                .unwrap();
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            // Each word is whole characters on its own.
+            assert!(std::str::from_utf8(&bytes).is_ok(), "{word}");
+            decoded.extend(bytes);
+        }
+        assert_eq!(String::from_utf8(decoded).unwrap(), text);
+        assert!(encoded.is_ascii() && !encoded.contains("=0D"));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub enum StoreError {
 impl StoreError {
     fn bad_url(url: &str, reason: impl std::fmt::Display) -> Self {
         Self::BadUrl {
-            url: url.to_owned(),
+            url: crate::config::redacted_url(url),
             reason: reason.to_string(),
         }
     }
@@ -312,7 +312,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect {
-                url: url.to_owned(),
+                url: crate::config::redacted_url(url),
                 source,
             })?;
         Ok(Self::on(Db::Sqlite(pool)))

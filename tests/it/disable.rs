@@ -343,7 +343,7 @@ fn the_cli_answers_with_exit_codes_and_refuses_to_revoke() {
     }
     assert_eq!(v["decision"], "rejected");
     let out = bin(&["licenses", "S1", "--assigned", "11"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("seat count 10, got 11"));
     assert!(bin(&["licenses", "S1", "--assigned", "0"]).status.success());
     let out = bin(&[
@@ -372,12 +372,12 @@ fn the_cli_answers_with_exit_codes_and_refuses_to_revoke() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let out = bin(&["disable-auto-renew", "S1", "--requested-by", "not-an-email"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--requested-by"));
 
     // Irrevocable: an import that turns auto-renew back on is refused for that row.
     let out = bin(&["import", "subs.json"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be revoked"));
     let out = bin(&["timeline", "S1", "--json", "--at", "2026-12-11T00:00:00Z"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

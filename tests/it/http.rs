@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use renewal_worker::clock::ShiftedClock;
 use renewal_worker::http::{HttpState, OPENAPI, ROUTES, serve};
@@ -23,7 +24,12 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
-        let app = TestApp::new(None, "").await;
+        Self::start_with("").await
+    }
+
+    /// With settings of the test's own (a TOML overlay).
+    async fn start_with(extra: &str) -> Self {
+        let app = TestApp::new(None, extra).await;
         let clock = Arc::new(ShiftedClock::starting_at(
             chrono::DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
                 .unwrap()
@@ -33,10 +39,7 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = Arc::new(HttpState {
-            deliverer: deliverer.clone(),
-            token: TOKEN.into(),
-        });
+        let state = Arc::new(HttpState::new(deliverer.clone(), TOKEN));
         tokio::spawn(serve(listener, state, 4096, async {
             let _ = rx.await;
         }));
@@ -573,4 +576,169 @@ async fn orders_over_http() {
     assert_eq!(body["provisioning"]["state"], "pending", "{body}");
     assert_eq!(body["provisioning"]["in_flight"], true, "{body}");
     assert!(body["provisioning"]["opened_at"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_answer_json_errors() {
+    let api = Api::start().await;
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/nope", StatusCode::NOT_FOUND),
+        (reqwest::Method::GET, "/", StatusCode::NOT_FOUND),
+        (
+            reqwest::Method::GET,
+            "/subscriptions/S1/nope",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/subscriptions/S1",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::POST,
+            "/healthz",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::GET,
+            "/subscriptions/S1/events",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let resp = api
+            .client
+            .request(method.clone(), format!("{}{path}", api.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+        let kind = resp.headers()[reqwest::header::CONTENT_TYPE].clone();
+        assert_eq!(kind, "application/json", "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(path)),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_tokens_are_answered_429_for_a_while() {
+    let api = Api::start_with("[http]\nmax_auth_failures = 3\nauth_lockout = \"2s\"\n").await;
+    let url = format!("{}/subscriptions/S1/timeline", api.base);
+    let get = |token: &str| api.client.get(&url).bearer_auth(token).send();
+    let long = "y".repeat(300);
+    // Guesses of any length count alike.
+    for guess in ["x", "test-token-0123456788", long.as_str()] {
+        assert_eq!(get(guess).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked out: even the right token is not checked.
+    let locked = get(TOKEN).await.unwrap();
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = locked.headers()[reqwest::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let body: Value = locked.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("too many"),
+        "{body}"
+    );
+    // The unguarded routes still answer.
+    let health = api
+        .client
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(get(TOKEN).await.unwrap().status(), StatusCode::OK);
+}
+
+on_both_backends!(async control_characters_are_refused_never_stripped);
+async fn control_characters_are_refused_never_stripped() {
+    let api = Api::start().await;
+    // The id in the path: `S1\r\n` is not S1.
+    for path in [
+        "/subscriptions/S1%0d%0a/timeline",
+        "/subscriptions/S1%0A/timeline",
+        "/subscriptions/%20S1/timeline",
+    ] {
+        let (status, body) = api.call("get", path, None).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("id")),
+            "{path}: {body}"
+        );
+    }
+    // Fields of a body: each refused by name, nothing written.
+    for (field, value) in [
+        ("plan", "Inventor\r\nBcc: evil@attacker.example"),
+        ("plan", "Inventor\u{85}"),
+        ("reseller_id", "R1\n"),
+        ("notify_email", "buyer@acme.example\r\n"),
+        ("product_id", "057O1-WW6525-L347\t"),
+    ] {
+        let mut bad = subscription();
+        bad[field] = json!(value);
+        let (status, body) = api.call("put", "/subscriptions/S7", Some(bad)).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{field}: {body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("control character"),
+            "{body}"
+        );
+    }
+    let (status, _) = api.call("get", "/subscriptions/S7/timeline", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no subscription was written");
+
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "activated",
+                        "download_url": "https://x.example/dl\r\nBcc: evil@attacker.example"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("download_url")),
+        "{body}"
+    );
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/disable-auto-renew",
+            Some(json!({"requested_by": "ops@attacker.example\n"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("requested_by")),
+        "{body}"
+    );
+    // Neither was recorded: the activation is queued now, as a first.
+    let (status, body) = api
+        .call(
+            "post",
+            "/subscriptions/S1/events",
+            Some(json!({"event": "activated", "download_url": "https://x.example/dl"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, timeline) = api.call("get", "/subscriptions/S1/timeline", None).await;
+    assert!(
+        !timeline.to_string().contains("attacker"),
+        "no disable request recorded: {timeline}"
+    );
 }

@@ -12,6 +12,7 @@ mod delivery;
 mod disable;
 #[path = "../../benches/support/explain.rs"]
 mod explain;
+mod hostile;
 mod http;
 mod install;
 mod mailtext;
