@@ -10,6 +10,7 @@
 
 mod claim;
 mod corrections;
+mod console;
 mod cursor;
 mod disable;
 mod finish;
@@ -30,6 +31,9 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
 pub use corrections::UrlCorrection;
+pub use console::{
+    AuditEntry, AuditRow, MailCounts, MailFilter, MailTarget, PauseState, TermEndRow,
+};
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
