@@ -86,8 +86,8 @@ pub struct HttpSettings {
     pub token: SecretString,
     #[serde(deserialize_with = "parse::bytes")]
     pub body_limit: usize,
-    /// A second token that may read the console and the API's reads, and change nothing;
-    /// empty: none.
+    /// A second token that may see the console and change nothing (the API does not take
+    /// it); empty: none.
     #[serde(default = "no_secret")]
     pub read_only_token: SecretString,
     /// Marks the console's session cookie `Secure` (set when a TLS proxy fronts the daemon).

@@ -10,8 +10,10 @@ mod events;
 mod health;
 mod licenses;
 mod request;
+mod sending;
 mod subscriptions;
 mod timeline;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/subscriptions/{id}/licenses"),
     ("post", "/subscriptions/{id}/disable-auto-renew"),
     ("get", "/subscriptions/{id}/timeline"),
+    ("get", "/sending"),
+    ("post", "/sending/pause"),
+    ("post", "/sending/resume"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -55,6 +60,9 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
             post(disable::post_disable),
         )
         .route("/subscriptions/{id}/timeline", get(timeline::get_timeline))
+        .route("/sending", get(sending::get_sending))
+        .route("/sending/pause", post(sending::pause))
+        .route("/sending/resume", post(sending::resume))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -62,8 +70,9 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .merge(protected)
+        .with_state(state.clone())
+        .merge(ui::router(state))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves; requests in flight finish first.

@@ -185,3 +185,28 @@ pub async fn preview(deliverer: &Deliverer, row: &OutboxRow) -> Result<MailPrevi
         eml: message.formatted(),
     })
 }
+
+/// Puts a dead queue job (a poll, a disable request) back to run now, with its audit row.
+/// Returns whether it was dead.
+pub async fn retry_job(
+    store: &Store,
+    id: &str,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, ServiceError> {
+    let Some(job) = store.retry_job(id, now).await? else {
+        return Ok(false);
+    };
+    store
+        .record_audit(
+            &AuditEntry {
+                who: who.to_owned(),
+                action: "retry job".into(),
+                target: job,
+                detail: None,
+            },
+            now,
+        )
+        .await?;
+    Ok(true)
+}
