@@ -95,11 +95,14 @@ impl Keys {
 
     /// A new session's cookie value.
     pub fn issue(&self, name: &str, role: Role, now: DateTime<Utc>) -> String {
+        // A nonce makes each sign-in a session of its own (and its CSRF token its own),
+        // even for the same name in the same second.
         let body = format!(
-            "{}.{}.{}",
+            "{}.{}.{}.{}",
             role.code(),
             (now + LIFETIME).timestamp(),
-            B64.encode(name.as_bytes())
+            B64.encode(name.as_bytes()),
+            B64.encode(rand::random::<[u8; 12]>())
         );
         let sig = self.sign(&body);
         format!("{body}.{sig}")
@@ -177,7 +180,7 @@ mod tests {
         let keys = Keys::new("operator-token-0123456789", "");
         let now = at("2026-12-01T12:00:00Z");
         let a = keys.verify(&keys.issue("a", Role::Operator, now), now).unwrap();
-        let b = keys.verify(&keys.issue("b", Role::Operator, now), now).unwrap();
+        let b = keys.verify(&keys.issue("a", Role::Operator, now), now).unwrap();
         assert_ne!(a.csrf, b.csrf);
     }
 }
