@@ -380,14 +380,14 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     let form = c.form(Locator::Css("form")).await.unwrap();
     form.set_by_name("name", "Ann").await.unwrap();
     form.set_by_name("token", "not-the-token-0123456789").await.unwrap();
-    form.submit().await.unwrap();
+    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
     assert!(text_of(&c, "#login-error").await.contains("not accepted"));
 
     // Sign in; the overview shows the dead mail.
     let form = c.form(Locator::Css("form")).await.unwrap();
     form.set_by_name("name", "Ann").await.unwrap();
     form.set_by_name("token", TOKEN).await.unwrap();
-    form.submit().await.unwrap();
+    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
     assert!(text_of(&c, "#alarms").await.contains("51 dead mail(s)"));
     shot(&c, "overview").await;
 
