@@ -24,7 +24,12 @@ pub async fn set_paused(
 ) -> Result<bool, ServiceError> {
     let audit = AuditEntry {
         who: who.to_owned(),
-        action: if paused { "pause sending" } else { "resume sending" }.into(),
+        action: if paused {
+            "pause sending"
+        } else {
+            "resume sending"
+        }
+        .into(),
         target: "sending".into(),
         detail: None,
     };

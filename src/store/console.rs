@@ -76,7 +76,9 @@ impl MailFilter {
             binds.push(Bind::Text(s.clone()));
         }
         if let Some(r) = &self.reseller {
-            sql.push("subscription_id IN (SELECT id FROM subscriptions WHERE reseller_id = ?)".into());
+            sql.push(
+                "subscription_id IN (SELECT id FROM subscriptions WHERE reseller_id = ?)".into(),
+            );
             binds.push(Bind::Text(r.clone()));
         }
         if let Some(r) = &self.recipient {
@@ -206,7 +208,10 @@ impl Store {
     }
 
     /// The overview's counts; `sent_since` bounds the sent mails counted.
-    pub async fn console_counts(&self, sent_since: DateTime<Utc>) -> Result<MailCounts, StoreError> {
+    pub async fn console_counts(
+        &self,
+        sent_since: DateTime<Utc>,
+    ) -> Result<MailCounts, StoreError> {
         db!(self, |p, stmt| {
             let owed: Vec<(String, bool, i64)> = sqlx::query_as(stmt(
                 "SELECT state, attempts > 0, COUNT(*) FROM outbox
@@ -257,10 +262,7 @@ impl Store {
             .bind(millis(since).div_euclid(HOUR) * HOUR)
             .fetch_all(p)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(h, n)| (from_millis(h), n))
-                .collect())
+            Ok(rows.into_iter().map(|(h, n)| (from_millis(h), n)).collect())
         })
     }
 
@@ -545,7 +547,12 @@ impl Store {
             .fetch_all(p)
             .await?;
             rows.iter()
-                .map(|r| Ok((r.col("subscription_id")?, super::disable::disable_from_row(r)?)))
+                .map(|r| {
+                    Ok((
+                        r.col("subscription_id")?,
+                        super::disable::disable_from_row(r)?,
+                    ))
+                })
                 .collect()
         })
     }

@@ -60,8 +60,13 @@ impl Setup {
         let mut refused = app.settings.clone();
         refused.mail.smtp.port = refusing.port;
         let clock: renewal_worker::clock::SharedClock = Arc::new(SystemClock);
-        let d = Deliverer::build(Arc::new(refused), app.store.clone(), clock.clone(), "w".into())
-            .unwrap();
+        let d = Deliverer::build(
+            Arc::new(refused),
+            app.store.clone(),
+            clock.clone(),
+            "w".into(),
+        )
+        .unwrap();
         while !d.deliver_due(100).await.unwrap().is_empty() {}
         let failed = app.outbox().await;
         assert!(failed.iter().all(|r| r.state == OutboxState::Failed));
@@ -164,7 +169,10 @@ async fn csrf_of(base: &str, cookie: &str) -> String {
         .text()
         .await
         .unwrap();
-    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     page[at..].split('"').next().unwrap().to_owned()
 }
 
@@ -187,7 +195,10 @@ async fn forms_need_the_session_csrf_token_and_the_operator_token() {
     // The session cookie is HttpOnly and SameSite=Strict; pages carry the strict policy.
     let (_, cookie, _) = sign_in(base, TOKEN).await;
     let cookie = cookie.expect("a session cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let cookie = pair(&cookie);
     let r = client()
         .get(format!("{base}/ui/"))
@@ -196,8 +207,14 @@ async fn forms_need_the_session_csrf_token_and_the_operator_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let csp = r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let csp = r.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
 
     // A form posted without its CSRF token, or with another session's, changes nothing.
     let id = s.s1_mail().await.id;
@@ -272,8 +289,14 @@ async fn forms_need_the_session_csrf_token_and_the_operator_token() {
         .send()
         .await
         .unwrap();
-    let csp = r.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
-    assert!(csp.starts_with("sandbox;") && !csp.contains("script-src"), "{csp}");
+    let csp = r.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("sandbox;") && !csp.contains("script-src"),
+        "{csp}"
+    );
 
     // The API's switch: bearer token, audited.
     let r = client()
@@ -284,7 +307,10 @@ async fn forms_need_the_session_csrf_token_and_the_operator_token() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(store.sending_paused().await.unwrap());
-    assert_eq!(store.audit(None, 1).await.unwrap()[0].entry.action, "pause sending");
+    assert_eq!(
+        store.audit(None, 1).await.unwrap()[0].entry.action,
+        "pause sending"
+    );
     let r = client()
         .post(format!("{base}/sending/resume"))
         .send()
@@ -359,7 +385,12 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn no_alert(c: &Client) {
@@ -379,28 +410,52 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     c.goto(&format!("{base}/ui/")).await.unwrap();
     let form = c.form(Locator::Css("form")).await.unwrap();
     form.set_by_name("name", "Ann").await.unwrap();
-    form.set_by_name("token", "not-the-token-0123456789").await.unwrap();
-    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    form.set_by_name("token", "not-the-token-0123456789")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text_of(&c, "#login-error").await.contains("not accepted"));
 
     // Sign in; the overview shows the dead mail.
     let form = c.form(Locator::Css("form")).await.unwrap();
     form.set_by_name("name", "Ann").await.unwrap();
     form.set_by_name("token", TOKEN).await.unwrap();
-    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text_of(&c, "#alarms").await.contains("51 dead mail(s)"));
     shot(&c, "overview").await;
 
     // Pause sending: the banner is on every page.
-    c.find(Locator::Id("pause")).await.unwrap().click().await.unwrap();
-    assert!(text_of(&c, "#paused").await.contains("Sending is paused by Ann (console)"));
+    c.find(Locator::Id("pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, "#paused")
+            .await
+            .contains("Sending is paused by Ann (console)")
+    );
 
     // Open the dead mail: its attempt with the server's refusal; the customer's name and the
     // template's script run nowhere.
     let id = s.s1_mail().await.id;
     c.goto(&format!("{base}/ui/mails/{id}")).await.unwrap();
     let attempts = text_of(&c, "#attempts").await;
-    assert!(attempts.contains("550") && attempts.contains("permanent"), "{attempts}");
+    assert!(
+        attempts.contains("550") && attempts.contains("permanent"),
+        "{attempts}"
+    );
     let iframe = c.find(Locator::Id("preview")).await.unwrap();
     assert_eq!(iframe.attr("sandbox").await.unwrap().as_deref(), Some(""));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -412,20 +467,42 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
         .await
         .unwrap();
     let framed = c.source().await.unwrap();
-    assert!(framed.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the name is text");
+    assert!(
+        framed.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the name is text"
+    );
     c.enter_parent_frame().await.unwrap();
     shot(&c, "mail").await;
 
     // Retry, confirmed: owed again, but nothing goes while paused.
-    c.find(Locator::Id("retry")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     // Failed once already: owed again as a retry.
     assert_eq!(text_of(&c, "#state").await, "retrying");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(s.sink.received().len(), 0, "no mail goes while sending is paused");
+    assert_eq!(
+        s.sink.received().len(),
+        0,
+        "no mail goes while sending is paused"
+    );
 
     // Resume: it is sent, once.
-    c.find(Locator::Id("resume")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("resume"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(10), || s.sink.received().len() == 1).await,
         "the retried mail is sent after resuming"
@@ -437,9 +514,23 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     c.goto(&format!("{base}/ui/mails?q=state:failed+kind:ready"))
         .await
         .unwrap();
-    c.find(Locator::Id("retry-all")).await.unwrap().click().await.unwrap();
-    assert!(text_of(&c, "#bulk-count").await.starts_with("50 mail(s) match"));
-    c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("retry-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, "#bulk-count")
+            .await
+            .starts_with("50 mail(s) match")
+    );
+    c.find(Locator::Id("confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text_of(&c, "#done").await.contains("retry: 50 mail(s)"));
     assert!(
         eventually(Duration::from_secs(20), || s.sink.received().len() == 51).await,
@@ -451,7 +542,9 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     assert_eq!(ids.len(), 51, "each mail once");
 
     // The customer's name is text on the renewals page too; the audit tells who did what.
-    c.goto(&format!("{base}/ui/renewals?days=60")).await.unwrap();
+    c.goto(&format!("{base}/ui/renewals?days=60"))
+        .await
+        .unwrap();
     assert!(text_of(&c, "#renewals").await.contains(NAME));
     no_alert(&c).await;
     shot(&c, "renewals").await;

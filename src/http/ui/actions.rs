@@ -20,22 +20,22 @@ fn fields(body: &str) -> Fields {
     search::pairs(body)
 }
 
-/// Refuses a form without this session's CSRF token, or from a read-only session.
-fn allowed(s: &Session, f: &Fields) -> Result<(), Response> {
+/// The refusal of a form without this session's CSRF token, or from a read-only session.
+fn refused(s: &Session, f: &Fields) -> Option<Response> {
     let given = search::first(f, "csrf").unwrap_or("");
     if !bool::from(given.as_bytes().ct_eq(s.csrf.as_bytes())) {
-        return Err(page_error(
+        return Some(page_error(
             StatusCode::FORBIDDEN,
             "csrf: the form's token is missing or not this session's; reload the page and try again",
         ));
     }
     if s.role != Role::Operator {
-        return Err(page_error(
+        return Some(page_error(
             StatusCode::FORBIDDEN,
             "signed in with the read-only token: this console may look, not change",
         ));
     }
-    Ok(())
+    None
 }
 
 fn failed(e: impl std::fmt::Display) -> Response {
@@ -48,9 +48,8 @@ fn failed(e: impl std::fmt::Display) -> Response {
 
 fn set_cookie(c: &Console, value: &str, max_age: i64) -> HeaderValue {
     let secure = if c.secure { "; Secure" } else { "" };
-    let v = format!(
-        "{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    );
+    let v =
+        format!("{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     // The value is base64url and digits only.
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -100,7 +99,7 @@ pub(super) async fn act_on_one(
     body: String,
 ) -> Response {
     let f = fields(&body);
-    if let Err(r) = allowed(&s, &f) {
+    if let Some(r) = refused(&s, &f) {
         return r;
     }
     let d = &c.http.deliverer;
@@ -118,7 +117,7 @@ pub(super) async fn act_on_one(
 
 pub(super) async fn bulk(axum::extract::State(c): State, s: Session, body: String) -> Response {
     let f = fields(&body);
-    if let Err(r) = allowed(&s, &f) {
+    if let Some(r) = refused(&s, &f) {
         return r;
     }
     let target = match search::first(&f, "newest") {
@@ -174,7 +173,7 @@ pub(super) async fn bulk(axum::extract::State(c): State, s: Session, body: Strin
 
 pub(super) async fn sending(axum::extract::State(c): State, s: Session, body: String) -> Response {
     let f = fields(&body);
-    if let Err(r) = allowed(&s, &f) {
+    if let Some(r) = refused(&s, &f) {
         return r;
     }
     let paused = match search::first(&f, "paused") {
@@ -196,7 +195,7 @@ pub(super) async fn sending(axum::extract::State(c): State, s: Session, body: St
 
 pub(super) async fn poll_now(axum::extract::State(c): State, s: Session, body: String) -> Response {
     let f = fields(&body);
-    if let Err(r) = allowed(&s, &f) {
+    if let Some(r) = refused(&s, &f) {
         return r;
     }
     match uc::poll_now_by(&c.http.deliverer, &s.who()).await {
@@ -205,9 +204,13 @@ pub(super) async fn poll_now(axum::extract::State(c): State, s: Session, body: S
     }
 }
 
-pub(super) async fn retry_job(axum::extract::State(c): State, s: Session, body: String) -> Response {
+pub(super) async fn retry_job(
+    axum::extract::State(c): State,
+    s: Session,
+    body: String,
+) -> Response {
     let f = fields(&body);
-    if let Err(r) = allowed(&s, &f) {
+    if let Some(r) = refused(&s, &f) {
         return r;
     }
     let Some(id) = search::first(&f, "id") else {

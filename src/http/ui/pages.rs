@@ -124,7 +124,11 @@ fn counts_markup(c: &MailCounts) -> Markup {
 
 pub(super) async fn counts_fragment(axum::extract::State(c): State, _s: Session) -> Response {
     let d = &c.http.deliverer;
-    match d.store.console_counts(d.clock.now() - Span::hours(48)).await {
+    match d
+        .store
+        .console_counts(d.clock.now() - Span::hours(48))
+        .await
+    {
         Ok(counts) => counts_markup(&counts).into_response(),
         Err(e) => internal(e),
     }
@@ -494,7 +498,13 @@ pub(super) async fn confirm_bulk(
         .collect();
     let fpairs = search::to_pairs(&filter);
     let body = if all.is_some() {
-        let (n, newest) = match c.http.deliverer.store.console_count(&filter, BULK_CAP).await {
+        let (n, newest) = match c
+            .http
+            .deliverer
+            .store
+            .console_count(&filter, BULK_CAP)
+            .await
+        {
             Ok(x) => x,
             Err(e) => return internal(e),
         };

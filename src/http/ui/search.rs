@@ -52,10 +52,9 @@ pub fn filter(pairs: &[(String, String)]) -> Result<MailFilter, String> {
 fn set(f: &mut MailFilter, name: &str, v: &str) -> Result<(), String> {
     match name {
         "state" => {
-            f.state = Some(
-                v.parse::<OutboxState>()
-                    .map_err(|_| format!("state: {v:?} is not one of pending, sending, sent, failed, skipped"))?,
-            )
+            f.state = Some(v.parse::<OutboxState>().map_err(|_| {
+                format!("state: {v:?} is not one of pending, sending, sent, failed, skipped")
+            })?)
         }
         "kind" => f.kind = Some(v.to_owned()),
         "sub" => f.subscription = Some(v.to_owned()),

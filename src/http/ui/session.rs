@@ -169,8 +169,14 @@ mod tests {
         assert!(other.verify(&c, now).is_none());
         // A role changed by hand breaks the signature.
         assert!(keys.verify(&c.replacen("op.", "ro.", 1), now).is_none());
-        assert_eq!(keys.role_of("reader-token-0123456789"), Some(Role::ReadOnly));
-        assert_eq!(keys.role_of("operator-token-0123456789"), Some(Role::Operator));
+        assert_eq!(
+            keys.role_of("reader-token-0123456789"),
+            Some(Role::ReadOnly)
+        );
+        assert_eq!(
+            keys.role_of("operator-token-0123456789"),
+            Some(Role::Operator)
+        );
         assert_eq!(keys.role_of("operator-token-012345678"), None);
         assert_eq!(Keys::new("t-0123456789abcdef", "").role_of(""), None);
     }
@@ -179,8 +185,12 @@ mod tests {
     fn the_csrf_token_belongs_to_one_session() {
         let keys = Keys::new("operator-token-0123456789", "");
         let now = at("2026-12-01T12:00:00Z");
-        let a = keys.verify(&keys.issue("a", Role::Operator, now), now).unwrap();
-        let b = keys.verify(&keys.issue("a", Role::Operator, now), now).unwrap();
+        let a = keys
+            .verify(&keys.issue("a", Role::Operator, now), now)
+            .unwrap();
+        let b = keys
+            .verify(&keys.issue("a", Role::Operator, now), now)
+            .unwrap();
         assert_ne!(a.csrf, b.csrf);
     }
 }
