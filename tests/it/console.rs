@@ -29,7 +29,6 @@ struct Setup {
     app: TestApp,
     sink: SmtpSink,
     base: String,
-    deliverer: Arc<Deliverer>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -78,7 +77,7 @@ impl Setup {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = Arc::new(HttpState {
-            deliverer: deliverer.clone(),
+            deliverer,
             token: TOKEN.into(),
         });
         tokio::spawn(serve(listener, state, 65536, async {
@@ -88,7 +87,6 @@ impl Setup {
             app,
             sink,
             base,
-            deliverer,
             _stop: tx,
         }
     }
