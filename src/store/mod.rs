@@ -9,8 +9,8 @@
 //! what their statements share.
 
 mod claim;
-mod corrections;
 mod console;
+mod corrections;
 mod cursor;
 mod disable;
 mod finish;
@@ -30,10 +30,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
-pub use corrections::UrlCorrection;
 pub use console::{
     AuditEntry, AuditRow, MailCounts, MailFilter, MailTarget, PauseState, TermEndRow,
 };
+pub use corrections::UrlCorrection;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
