@@ -120,6 +120,17 @@ pub struct HttpSettings {
     /// How long a lockout lasts, and how long a failure is remembered.
     #[serde(deserialize_with = "parse::duration")]
     pub auth_lockout: Duration,
+    /// A second token that may see the console and change nothing (the API does not take
+    /// it); empty: none.
+    #[serde(default = "no_secret")]
+    pub read_only_token: SecretString,
+    /// Marks the console's session cookie `Secure` (set when a TLS proxy fronts the daemon).
+    #[serde(default)]
+    pub secure_cookies: bool,
+}
+
+fn no_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -523,6 +534,14 @@ impl Settings {
                     "http.token",
                     "(hidden)",
                     "required when http.bind is set: at least 16 characters (set RENEWAL_WORKER__HTTP__TOKEN)",
+                ));
+            }
+            let ro = self.http.read_only_token.expose_secret();
+            if !ro.is_empty() && (ro.len() < 16 || ro == self.http.token.expose_secret()) {
+                return Err(invalid(
+                    "http.read_only_token",
+                    "(hidden)",
+                    "when set: at least 16 characters, and not the same as http.token",
                 ));
             }
         }

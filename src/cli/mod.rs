@@ -20,6 +20,7 @@ mod licenses;
 mod migrate;
 mod notifications;
 mod order;
+mod pause;
 mod pull;
 mod render;
 mod run;
@@ -194,6 +195,18 @@ pub enum Command {
         reseller: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Stop every daemon on this database from sending: their send lanes claim no new mail
+    /// until `resume` (mail being sent finishes). Recorded in the operators' audit.
+    Pause {
+        /// Who pauses, for the audit (default: the user running the command).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Let the daemons send again after `pause`.
+    Resume {
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
     },
     /// List the outbox: every mail owed or sent, with its state.
     Notifications {
@@ -400,6 +413,8 @@ pub async fn dispatch(cli: Cli, settings: Settings) -> Result<ExitCode, CliError
         }
         Command::Enqueue { job } => enqueue::run(settings, clock, job, out).await,
         Command::Migrate => migrate::run(settings, out).await,
+        Command::Pause { by } => pause::run(settings, clock, true, by, out).await,
+        Command::Resume { by } => pause::run(settings, clock, false, by, out).await,
         Command::Import { file } => import::run(settings, clock, file, out).await,
         Command::Event {
             subscription,

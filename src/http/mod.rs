@@ -12,8 +12,10 @@ mod licenses;
 mod lockout;
 mod orders;
 mod request;
+mod sending;
 mod subscriptions;
 mod timeline;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +44,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/subscriptions/{id}/timeline"),
     ("post", "/subscriptions/{id}/abandon-order"),
     ("get", "/resellers/{id}/order-check"),
+    ("get", "/sending"),
+    ("post", "/sending/pause"),
+    ("post", "/sending/resume"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -81,6 +86,9 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
             post(orders::post_abandon),
         )
         .route("/resellers/{id}/order-check", get(orders::get_order_check))
+        .route("/sending", get(sending::get_sending))
+        .route("/sending/pause", post(sending::pause))
+        .route("/sending/resume", post(sending::resume))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::auth));
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -90,8 +98,9 @@ pub fn router(state: Arc<HttpState>, body_limit: usize) -> Router {
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .merge(ui::router(state))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
 }
 
 /// API errors are JSON, a path that names no route too.

@@ -66,6 +66,22 @@ async fn lane(deliverer: Arc<Deliverer>, stop: CancellationToken) {
         tokio::pin!(woken);
         woken.as_mut().enable();
 
+        // Paused by an operator: the flag is in the database, so every daemon holds until
+        // it is lifted (a resume in this process wakes the wait at once).
+        match deliverer.store.sending_paused().await {
+            Ok(true) => {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.cancelled() => break,
+                }
+                continue;
+            }
+            Ok(false) => {}
+            // The claim below meets the same store and takes the error path.
+            Err(e) => warn!(error = %e, "reading the pause flag failed"),
+        }
+
         // The batch is a task of its own, so that one that has begun finishes (and records
         // what the server took) however this lane ends.
         let batch_task = {

@@ -4,6 +4,7 @@
 //! all fail with one [`ServiceError`].
 
 pub mod check;
+pub mod console;
 pub mod disable;
 pub mod events;
 pub mod licenses;

@@ -14,7 +14,7 @@ use crate::domain::{ProvisioningState, SubscriptionContext};
 use crate::notify::reminder_key;
 use crate::renewal::stall::{self, Stall};
 use crate::renewal::{self, Timeline};
-use crate::store::{AuditRow, DisableRow, OutboxState, Store};
+use crate::store::{DisableRow, OutboxState, ProvisioningAuditRow, Store};
 
 #[derive(Debug, Serialize)]
 pub struct ReminderView {
@@ -62,7 +62,7 @@ pub struct ProvisioningView<'a> {
     /// While in flight: when it stalls (or stalled) waiting for `missing_step`.
     pub stalls_at: Option<String>,
     pub missing_step: Option<ProvisioningState>,
-    pub audit: &'a [AuditRow],
+    pub audit: &'a [ProvisioningAuditRow],
 }
 
 pub struct TimelineReport {
@@ -77,7 +77,7 @@ pub struct TimelineReport {
     /// The watchdog's plan for the order, while it is in flight.
     pub stall: Option<Stall>,
     /// The order's audit (steps recorded first, abandon).
-    pub audit: Vec<AuditRow>,
+    pub audit: Vec<ProvisioningAuditRow>,
 }
 
 pub fn local(t: DateTime<Utc>, tz: Tz) -> String {

@@ -3,7 +3,6 @@
 //! its mails, and read back for operators.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::outbox::{INSERT_OWED, NewNotification, insert_owed};
 use super::sql::{DbRow, from_millis, millis};
@@ -160,25 +159,7 @@ impl Store {
             .bind(value)
             .fetch_all(p)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(DisableRow {
-                        id: r.try_get("id")?,
-                        request_key: r.try_get("request_key")?,
-                        requested_by: r.try_get("requested_by")?,
-                        requested_at: from_millis(r.try_get("requested_at")?),
-                        decided_at: from_millis(r.try_get("decided_at")?),
-                        via: r.try_get("via")?,
-                        seen_assigned: u32::try_from(r.col::<i64>("seen_assigned")?).unwrap_or(0),
-                        seen_term_end: r.try_get("seen_term_end")?,
-                        decision: r.try_get("decision")?,
-                        reason: r.try_get("reason")?,
-                        cutoff_at: r.col::<Option<i64>>("cutoff_at")?.map(from_millis),
-                        effective_term_end: r.try_get("effective_term_end")?,
-                        renews_once_more: r.try_get("renews_once_more")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(disable_from_row).collect()
         })
     }
 
@@ -203,4 +184,23 @@ impl Store {
         )
         .await
     }
+}
+
+/// A `disable_requests` row (the columns [`Store::disable_rows`] selects) as operators see it.
+pub(super) fn disable_from_row(r: &impl DbRow) -> Result<DisableRow, StoreError> {
+    Ok(DisableRow {
+        id: r.col("id")?,
+        request_key: r.col("request_key")?,
+        requested_by: r.col("requested_by")?,
+        requested_at: from_millis(r.col("requested_at")?),
+        decided_at: from_millis(r.col("decided_at")?),
+        via: r.col("via")?,
+        seen_assigned: u32::try_from(r.col::<i64>("seen_assigned")?).unwrap_or(0),
+        seen_term_end: r.col("seen_term_end")?,
+        decision: r.col("decision")?,
+        reason: r.col("reason")?,
+        cutoff_at: r.col::<Option<i64>>("cutoff_at")?.map(from_millis),
+        effective_term_end: r.col("effective_term_end")?,
+        renews_once_more: r.col("renews_once_more")?,
+    })
 }

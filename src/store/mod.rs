@@ -10,6 +10,7 @@
 //! what their statements share.
 
 mod claim;
+mod console;
 mod corrections;
 mod cursor;
 mod daemons;
@@ -33,12 +34,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
+pub use console::{
+    AuditEntry, AuditRow, MailCounts, MailFilter, MailTarget, PauseState, TermEndRow,
+};
 pub use corrections::UrlCorrection;
 pub use daemons::DaemonRow;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
 pub use finish::{AttemptOutcome, FinishedAttempt};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
-pub use provisioning::{Abandoned, AuditRow, OVERLAPPING_ORDER, OrderInFlight, StepRecorded};
+pub use provisioning::{
+    Abandoned, OVERLAPPING_ORDER, OrderInFlight, ProvisioningAuditRow, StepRecorded,
+};
 pub use queue::{
     JobQueue, JobRow, PostgresQueue, QueueOptions, QueueStats, QueuedJob, SqliteQueue,
 };

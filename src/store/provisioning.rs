@@ -56,7 +56,7 @@ pub enum Abandoned {
 
 /// One audit row of an order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditRow {
+pub struct ProvisioningAuditRow {
     pub id: i64,
     pub subscription_id: String,
     pub reseller_id: String,
@@ -287,7 +287,7 @@ impl Store {
     pub async fn provisioning_audit(
         &self,
         subscription: &str,
-    ) -> Result<Vec<AuditRow>, StoreError> {
+    ) -> Result<Vec<ProvisioningAuditRow>, StoreError> {
         db!(self, |p, stmt| {
             let rows = sqlx::query(stmt(
                 "SELECT id, subscription_id, reseller_id, action, at, via, reason, flag, overlapping
@@ -298,7 +298,7 @@ impl Store {
             .await?;
             rows.iter()
                 .map(|r| {
-                    Ok(AuditRow {
+                    Ok(ProvisioningAuditRow {
                         id: r.col("id")?,
                         subscription_id: r.col("subscription_id")?,
                         reseller_id: r.col("reseller_id")?,

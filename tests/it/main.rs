@@ -7,6 +7,7 @@
 mod helpers;
 // Shared with the benchmarks: the plans of the store's own statements, and a synthetic book.
 mod cli;
+mod console;
 mod crash;
 mod delivery;
 mod disable;
