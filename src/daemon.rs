@@ -92,8 +92,14 @@ pub async fn run_daemon(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Err(e) = crate::source::pull(&d.store, &d.settings, &d.calendars, d.clock.now()).await {
-                            warn!(error = %e, "pull from the marketplace failed; next try at the next interval");
+                        // A pull retrying a feed that is down must not hold up the stop: a
+                        // page cut short is fetched again next time (its rows are upserts).
+                        let pull = crate::source::pull(&d.store, &d.settings, &d.calendars, d.clock.now());
+                        tokio::select! {
+                            result = pull => if let Err(e) = result {
+                                warn!(error = %e, "pull from the marketplace failed; next try at the next interval");
+                            },
+                            _ = stop.cancelled() => break,
                         }
                     }
                     _ = stop.cancelled() => break,
