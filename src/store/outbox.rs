@@ -118,6 +118,41 @@ macro_rules! insert_owed {
 }
 pub(super) use insert_owed;
 
+/// Owes the mail `$n` from `$now` within the transaction `$tx`, or says how the key was
+/// recorded before: a `Result<Enqueued, StoreError>`. A macro for the same reason as
+/// [`insert_owed`].
+macro_rules! owe_in {
+    ($tx:expr, $stmt:expr, $n:expr, $now:expr) => {
+        async {
+            let inserted = insert_owed!($stmt(INSERT_OWED), $n, None, $now)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            Ok::<_, StoreError>(match inserted {
+                Some(id) => Enqueued::Created { id },
+                None => {
+                    let row = sqlx::query($stmt("SELECT id, state FROM outbox WHERE key = ?"))
+                        .bind(&$n.key)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                    let id: i64 = row.try_get("id")?;
+                    let state: String = row.try_get("state")?;
+                    Enqueued::AlreadyRecorded {
+                        id,
+                        state: state.parse::<OutboxState>().map_err(|detail| {
+                            StoreError::Corrupt {
+                                table: "outbox",
+                                id: id.to_string(),
+                                detail,
+                            }
+                        })?,
+                    }
+                }
+            })
+        }
+    };
+}
+pub(super) use owe_in;
+
 impl Store {
     /// Records a mail as owed, due now. A key already recorded changes nothing.
     pub async fn enqueue_notification(
@@ -127,28 +162,7 @@ impl Store {
     ) -> Result<Enqueued, StoreError> {
         db!(self, |p, stmt| {
             let mut tx = p.begin().await?;
-            let inserted = insert_owed!(stmt(INSERT_OWED), new, None, now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let result = match inserted {
-                Some(id) => Enqueued::Created { id },
-                None => {
-                    let row = sqlx::query(stmt("SELECT id, state FROM outbox WHERE key = ?"))
-                        .bind(&new.key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let id: i64 = row.try_get("id")?;
-                    let state: String = row.try_get("state")?;
-                    Enqueued::AlreadyRecorded {
-                        id,
-                        state: state.parse().map_err(|detail| StoreError::Corrupt {
-                            table: "outbox",
-                            id: id.to_string(),
-                            detail,
-                        })?,
-                    }
-                }
-            };
+            let result = owe_in!(tx, stmt, new, now).await?;
             tx.commit().await?;
             if matches!(result, Enqueued::Created { .. }) {
                 self.owed_changed();

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::outbox::{INSERT_OWED, NewNotification, insert_owed};
+use super::outbox::{INSERT_OWED, NewNotification, insert_owed, owe_in};
 use super::sql::{DbRow, from_millis, millis};
 use super::{Enqueued, OutboxState, Store, StoreError, db, rows};
 use crate::domain::{Provisioning, ProvisioningEvent};
@@ -136,30 +136,7 @@ impl Store {
             .bind(subscription)
             .execute(&mut *tx)
             .await?;
-            let inserted = insert_owed!(stmt(INSERT_OWED), mail, None, now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let enqueued = match inserted {
-                Some(id) => Enqueued::Created { id },
-                None => {
-                    let row = sqlx::query(stmt("SELECT id, state FROM outbox WHERE key = ?"))
-                        .bind(&mail.key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let id: i64 = row.try_get("id")?;
-                    let state: String = row.try_get("state")?;
-                    Enqueued::AlreadyRecorded {
-                        id,
-                        state: state.parse::<OutboxState>().map_err(|detail| {
-                            StoreError::Corrupt {
-                                table: "outbox",
-                                id: id.to_string(),
-                                detail,
-                            }
-                        })?,
-                    }
-                }
-            };
+            let enqueued = owe_in!(tx, stmt, mail, now).await?;
             let overlapping = overlapping.filter(|_| first_time);
             if first_time {
                 sqlx::query(stmt(
