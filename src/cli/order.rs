@@ -75,7 +75,10 @@ pub(super) async fn check(
                 f.subscription,
                 f.state,
                 f.since
-                    .map(|t| format!(" since {}", t.to_rfc3339()))
+                    .map(|t| format!(
+                        " since {}",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
                     .unwrap_or_default()
             )?,
         }
