@@ -65,7 +65,6 @@ pub async fn run_daemon(
             .join(", "),
         "renewal-worker started"
     );
-    warn_of_other_sqlite_daemons(&deliverer).await;
     let http = if let Some(bind) = settings.http.bind {
         use secrecy::ExposeSecret;
         let listener = tokio::net::TcpListener::bind(bind)
@@ -122,19 +121,25 @@ pub async fn run_daemon(
 }
 
 /// SQLite serves one daemon well; a second one on the same file works (the outbox keeps mail
-/// single) but contends for its one writer. Said once at start, with what to use instead.
+/// single) but contends for its one writer. Said once at start, with what to use instead. Read
+/// from the heartbeat rows after this daemon registered, so a predecessor that crashed (its
+/// row removed then) or a daemon silent past the limit is not taken for a running one.
 async fn warn_of_other_sqlite_daemons(deliverer: &Deliverer) {
-    let w = &deliverer.settings.worker;
-    let window = w.heartbeat_interval * u32::try_from(w.missed_heartbeats).unwrap_or(u32::MAX);
-    match deliverer
-        .store
-        .other_sqlite_daemons(&deliverer.worker_name, window)
-        .await
-    {
-        Ok(others) if !others.is_empty() => {
-            for (daemon, seen_ago) in &others {
+    if deliverer.store.backend() != crate::store::Backend::Sqlite {
+        return;
+    }
+    let limit = outbox::silence_limit(&deliverer.settings.worker);
+    let now = deliverer.clock.now();
+    match deliverer.store.daemons().await {
+        Ok(rows) => {
+            for row in rows.iter().filter(|r| r.name != deliverer.worker_name) {
+                let seen_ago = (now - row.last_beat_at).num_seconds();
+                if u64::try_from(seen_ago).is_ok_and(|s| s > limit.as_secs()) {
+                    continue;
+                }
                 warn!(
-                    other_daemon = %daemon,
+                    other_daemon = %row.name,
+                    host = %row.host,
                     seen_seconds_ago = seen_ago,
                     "another daemon is running on this SQLite database; it is safe (each mail \
                      is sent once) but SQLite suits one daemon: for several daemons, use \
@@ -142,7 +147,6 @@ async fn warn_of_other_sqlite_daemons(deliverer: &Deliverer) {
                 );
             }
         }
-        Ok(_) => {}
         Err(e) => warn!(error = %e, "could not look for other daemons on this database"),
     }
 }
@@ -164,6 +168,7 @@ pub async fn run_worker(
             deliverer.identity(deliverer.clock.now())
         }
     };
+    warn_of_other_sqlite_daemons(&deliverer).await;
     match deliverer.redrive().await {
         Ok(expired) => info!(expired_claims = expired, "claims checked at start"),
         Err(e) => warn!(error = %e, "checking claims at start failed; will retry"),

@@ -26,7 +26,7 @@ use crate::store::{Store, StoreError};
 pub use lane::{lane_count, spawn_lanes};
 pub use rate::RateGate;
 pub use relay::{RelayBreaker, RelayState, RelayStatus, spawn_prober};
-pub use rescue::spawn_rescuer;
+pub use rescue::{silence_limit, spawn_rescuer};
 use send::MailEnd;
 
 /// What can stop the pipeline: its parts failing to load, or the store failing under it. A
@@ -49,10 +49,11 @@ pub enum OutboxError {
 }
 
 /// How one mail of a batch ended, its record handed over.
-enum Ended<'a> {
+enum Ended {
     Finished {
         id: i64,
-        recorded: record::RecordPending<'a>,
+        /// Whether its claim was still held when its record committed.
+        kept: Result<bool, OutboxError>,
         delivery: Delivery,
         kind: String,
         span: tracing::Span,
@@ -175,22 +176,29 @@ impl Deliverer {
         // The batch's mails go as one stream, as many at once as the daemon has send slots
         // (the slots are shared by every lane, so that bound holds across the daemon). Each
         // mail's outcome goes to the recorder the moment the server has answered, so its
-        // record never waits for the rest of the batch.
+        // record never waits for the rest of the batch; its slot comes free once the record
+        // has committed (see [`MailEnd::Finished`]).
         let ends: Vec<_> = futures::stream::iter(claims)
             .map(|c| async move {
                 Ok::<_, OutboxError>(match self.send_one(c, started_at, deadline).await? {
                     MailEnd::Finished {
+                        slot,
                         attempt,
                         delivery,
                         kind,
                         span,
-                    } => Ended::Finished {
-                        id: attempt.outbox_id,
-                        recorded: self.record(*attempt, claimed),
-                        delivery,
-                        kind,
-                        span,
-                    },
+                    } => {
+                        let id = attempt.outbox_id;
+                        let kept = self.record(*attempt, claimed).committed().await;
+                        drop(slot);
+                        Ended::Finished {
+                            id,
+                            kept,
+                            delivery,
+                            kind,
+                            span,
+                        }
+                    }
                     MailEnd::Skipped { id, reason } => Ended::Skipped { id, reason },
                     MailEnd::Released { id, attempt, relay } => {
                         Ended::Released { id, attempt, relay }
@@ -210,13 +218,12 @@ impl Deliverer {
             match end {
                 Ok(Ended::Finished {
                     id,
-                    recorded,
+                    kept,
                     delivery,
                     kind,
                     span,
                 }) => {
-                    // Every record handed over is awaited before any error is reported.
-                    let kept = match recorded.committed().await {
+                    let kept = match kept {
                         Ok(kept) => kept,
                         Err(e) => {
                             first_error.get_or_insert(e);

@@ -16,10 +16,14 @@ use crate::notify::{
 use crate::retry::Backoff;
 use crate::store::{AttemptOutcome, FinishedAttempt, StoreError};
 
-/// How one mail of a batch ended before the batch's record.
-pub(super) enum MailEnd {
-    /// Handed to the server or failed; to be recorded.
+/// How one mail of a batch ended before its record.
+pub(super) enum MailEnd<'a> {
+    /// Handed to the server or failed; to be recorded. `slot` is its send slot, held until
+    /// the record commits: a mail the server took but not yet recorded is one a crash would
+    /// send again, so counting those against `worker.concurrency` bounds a crash's duplicates
+    /// by it.
     Finished {
+        slot: Option<tokio::sync::SemaphorePermit<'a>>,
         attempt: Box<FinishedAttempt>,
         delivery: Delivery,
         kind: String,
@@ -125,15 +129,16 @@ impl Deliverer {
         claim: crate::store::Claimed,
         started_at: DateTime<Utc>,
         deadline: std::time::Instant,
-    ) -> Result<MailEnd, OutboxError> {
+    ) -> Result<MailEnd<'_>, OutboxError> {
         let crate::store::Claimed { row, context } = claim;
         let outbox_id = row.id;
         let span = info_span!("deliver", outbox_id, key = %row.key, subscription = %row.subscription_id, attempt = row.attempts);
         async {
+            let mut slot = None;
             let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
                     // Never closed: an error cannot happen, and would only mean "send now".
-                    let _slot = self.send_permits.acquire().await.ok();
+                    slot = self.send_permits.acquire().await.ok();
                     self.rate.ready().await;
                     let relay = self.relay.is_open();
                     if relay || std::time::Instant::now() >= deadline {
@@ -233,6 +238,7 @@ impl Deliverer {
                 }
             };
             Ok(MailEnd::Finished {
+                slot,
                 attempt: Box::new(FinishedAttempt {
                     outbox_id,
                     attempt,

@@ -250,44 +250,6 @@ impl Store {
         }
     }
 
-    /// Other daemons whose job workers were seen alive on this SQLite database within
-    /// `window`: each daemon's name (its workers' common prefix) with the seconds since it was
-    /// last seen. Always none on PostgreSQL, which is made for many daemons.
-    pub async fn other_sqlite_daemons(
-        &self,
-        own_name: &str,
-        window: Duration,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        let Db::Sqlite(p) = &self.db else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT id, CAST(strftime('%s', 'now') AS INTEGER) - last_seen FROM Workers
-             WHERE CAST(strftime('%s', 'now') AS INTEGER) - last_seen <= ?
-               AND id NOT LIKE ? ESCAPE '\\'
-             ORDER BY last_seen DESC",
-        )
-        .bind(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
-        .bind(format!(
-            "{}-%",
-            own_name.replace('%', "\\%").replace('_', "\\_")
-        ))
-        .fetch_all(p)
-        .await?;
-        let mut daemons: Vec<(String, i64)> = Vec::new();
-        for (worker, ago) in rows {
-            // A daemon's queue workers are named `<daemon>-poll-rN` and `<daemon>-disable-rN`.
-            let daemon = ["-poll-r", "-disable-r"]
-                .iter()
-                .find_map(|s| worker.rsplit_once(s).map(|(d, _)| d.to_owned()))
-                .unwrap_or(worker);
-            if !daemons.iter().any(|(d, _)| *d == daemon) {
-                daemons.push((daemon, ago));
-            }
-        }
-        Ok(daemons)
-    }
-
     /// Puts a job on the queue; returns its idempotency key. Pushing a job whose key is taken
     /// is a no-op on every backend.
     pub async fn enqueue_job(&self, job: &QueuedJob) -> Result<String, StoreError> {

@@ -401,7 +401,8 @@ fn a_closed_pipe_ends_the_command_quietly() {
 }
 
 /// A second daemon on the SQLite file a first one uses says so at start, naming the first and
-/// pointing at PostgreSQL; its log, going to a pipe, has no colour codes.
+/// pointing at PostgreSQL; its log, going to a pipe, has no colour codes. A daemon restarted
+/// after the first was killed does not: its predecessor is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_one_sqlite_file_warns() {
     use sqlx::Connection;
@@ -425,8 +426,21 @@ async fn a_second_daemon_on_one_sqlite_file_warns() {
             .status();
         child.wait().unwrap()
     };
+    // The log of a daemon's start, up to the line after which the warning would have come.
+    let start_log = |child: &mut std::process::Child| {
+        let mut log = String::new();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("claims checked at start") {
+                break;
+            }
+        }
+        log
+    };
     let mut first = daemon();
-    // Until the first daemon's queue workers have registered.
+    // Until the first daemon's heartbeat row is in.
     let url = format!(
         "sqlite://{}",
         dir.path().join("data/renewal-worker.db").display()
@@ -434,7 +448,7 @@ async fn a_second_daemon_on_one_sqlite_file_warns() {
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let start = Instant::now();
     loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM Workers")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM daemons")
             .fetch_one(&mut conn)
             .await
             .unwrap();
@@ -446,18 +460,8 @@ async fn a_second_daemon_on_one_sqlite_file_warns() {
     conn.close().await.unwrap();
 
     let mut second = daemon();
-    let mut log = String::new();
-    let mut lines = BufReader::new(second.stderr.take().unwrap()).lines();
-    while let Some(Ok(line)) = lines.next() {
-        log.push_str(&line);
-        log.push('\n');
-        // Said before the claims are checked, if at all.
-        if line.contains("claims checked at start") {
-            break;
-        }
-    }
+    let log = start_log(&mut second);
     stop(&mut second);
-    stop(&mut first);
     let warning = log
         .lines()
         .find(|l| l.contains("another daemon"))
@@ -470,4 +474,13 @@ async fn a_second_daemon_on_one_sqlite_file_warns() {
         !log.contains('\u{1b}'),
         "no colour codes in a pipe: {log:?}"
     );
+
+    // Killed, then restarted: the row it left is a gone predecessor's, not a running daemon.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut restarted = daemon();
+    let log = start_log(&mut restarted);
+    stop(&mut restarted);
+    assert!(log.contains("claims checked at start"), "{log}");
+    assert!(!log.contains("another daemon"), "{log}");
 }
