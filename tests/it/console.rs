@@ -12,7 +12,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use renewal_worker::clock::SystemClock;
 use renewal_worker::http::{HttpState, serve};
 use renewal_worker::outbox::Deliverer;
-use renewal_worker::store::OutboxState;
+use renewal_worker::store::{AuditEntry, OutboxState, RelayRecord};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION, SET_COOKIE};
 
@@ -317,6 +317,95 @@ async fn forms_need_the_session_csrf_token_and_the_operator_token() {
     s.app.stop().await;
 }
 
+async fn page(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
+    let r = client()
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+on_both_backends!(async the_overview_shows_daemons_the_next_poll_and_a_relay_refusing_mail);
+async fn the_overview_shows_daemons_the_next_poll_and_a_relay_refusing_mail() {
+    let s = Setup::start(0).await;
+    let base = &s.base;
+    let (_, cookie, _) = sign_in(base, TOKEN).await;
+    let cookie = pair(&cookie.expect("a session cookie"));
+
+    // The running daemon, by the heartbeat row it wrote at start; the poll's next time.
+    let mut overview = String::new();
+    for _ in 0..100 {
+        overview = page(base, &cookie, "/ui/").await.1;
+        if overview.contains("<td>console-daemon</td>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(overview.contains("<td>console-daemon</td>"), "{overview}");
+    assert!(overview.contains(env!("CARGO_PKG_VERSION")), "its version");
+    let next = s
+        .app
+        .settings
+        .poll
+        .schedule
+        .after(&chrono::Utc::now())
+        .next()
+        .unwrap();
+    assert!(
+        overview.contains(&format!("Next poll: {}", next.format("%Y-%m-%d"))),
+        "{overview}"
+    );
+    assert!(!overview.contains("refuses mail"));
+
+    // A daemon whose relay refuses connections: an alarm naming the relay and the fault.
+    s.app
+        .store
+        .record_relay_breaker(&RelayRecord {
+            daemon: "other-daemon".into(),
+            relay: "smtp.example.net:587 (starttls)".into(),
+            state: "down".into(),
+            down_since: chrono::Utc::now() - chrono::Duration::minutes(20),
+            probes_failed: 3,
+            last_error: Some("connection refused".into()),
+            updated_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let overview = page(base, &cookie, "/ui/").await.1;
+    assert!(
+        overview.contains("The relay smtp.example.net:587 (starttls) refuses mail")
+            && overview.contains("3 probe(s) failed, last: connection refused"),
+        "{overview}"
+    );
+
+    // A subscription's page: its timeline, its mail, the customer's name as text; an unknown
+    // id is 404 and an id that is no id is 400, each naming it.
+    let (status, sub) = page(base, &cookie, "/ui/subscriptions/S1").await;
+    assert_eq!(status, StatusCode::OK);
+    for part in [
+        "Cutoff",
+        "Reminders",
+        "S1/ready",
+        "&lt;script&gt;alert(1)&lt;/script&gt;",
+    ] {
+        assert!(sub.contains(part), "{part} in {sub}");
+    }
+    assert!(!sub.contains(NAME));
+    let (status, body) = page(base, &cookie, "/ui/subscriptions/S404").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("no subscription with id &quot;S404&quot;"),
+        "{body}"
+    );
+    let (status, body) = page(base, &cookie, "/ui/subscriptions/S1%0d%0a").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("subscription id"), "{body}");
+    let mut s = s;
+    s.app.stop().await;
+}
+
 // ------------------------------------------------------------------ the browser
 
 /// chromedriver on a free port, stopped with the test.
@@ -380,15 +469,22 @@ async fn shot(c: &Client, name: &str) {
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
-    // Waits: a click that submits a form may return before the next page is in.
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    // Waits: a click that submits a form may return before the next page is in, and a live
+    // fragment may be replaced between finding an element and reading it.
+    let mut last = None;
+    for _ in 0..5 {
+        let found = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap();
+        match found.text().await {
+            Ok(text) => return text,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("{css}: {last:?}")
 }
 
 async fn no_alert(c: &Client) {
@@ -539,6 +635,15 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     ids.dedup();
     assert_eq!(ids.len(), 51, "each mail once");
 
+    // The subscription's page: its timeline and mail history, the name as text.
+    c.goto(&format!("{base}/ui/subscriptions/S1"))
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#timeline").await.contains(NAME));
+    assert!(text_of(&c, "#history").await.contains("S1/ready"));
+    no_alert(&c).await;
+    shot(&c, "subscription").await;
+
     // The customer's name is text on the renewals page too; the audit tells who did what.
     c.goto(&format!("{base}/ui/renewals?days=60"))
         .await
@@ -552,6 +657,45 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
         assert!(audit.contains(action), "{action} in {audit}");
     }
     assert!(audit.contains("50 mail(s)"), "{audit}");
+
+    // The mails page's counts follow the outbox without a reload, until "live" is unticked.
+    let paused = AuditEntry {
+        who: "test".into(),
+        action: "pause sending".into(),
+        target: "sending".into(),
+        detail: None,
+    };
+    s.app
+        .store
+        .set_sending_paused(true, &paused, chrono::Utc::now())
+        .await
+        .unwrap();
+    c.goto(&format!("{base}/ui/mails")).await.unwrap();
+    assert_eq!(text_of(&c, "#count-owed .n").await, "0");
+    s.app.event("S1", "order-processed", None).await;
+    let mut owed = String::new();
+    for _ in 0..100 {
+        owed = text_of(&c, "#count-owed .n").await;
+        if owed == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(owed, "1", "the count refreshed by itself");
+    c.find(Locator::Id("live"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    s.app
+        .event("S1", "activated", Some("https://manage.autodesk.com/x"))
+        .await;
+    let owed_now = s.app.outbox().await;
+    let owed_now = owed_now.iter().filter(|r| r.state == OutboxState::Pending);
+    assert_eq!(owed_now.count(), 2, "a second mail is owed");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(text_of(&c, "#count-owed .n").await, "1", "not refreshed");
     c.close().await.unwrap();
     let mut s = s;
     s.app.stop().await;

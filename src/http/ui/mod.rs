@@ -68,6 +68,7 @@ pub(super) fn router(http: Arc<HttpState>) -> Router {
         )
         .route("/ui/bulk", get(pages::confirm_bulk).post(actions::bulk))
         .route("/ui/renewals", get(pages::renewals))
+        .route("/ui/subscriptions/{id}", get(pages::subscription))
         .route("/ui/disable-requests", get(pages::disable_requests))
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/retry", post(actions::retry_job))

@@ -9,8 +9,11 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::search;
 use super::{Console, PREVIEW_CSP, Role, Session, State, page_error};
+use crate::domain::SubscriptionId;
+use crate::service::ServiceError;
 use crate::service::console as uc;
-use crate::store::{MailCounts, OutboxRow, OutboxState, PauseState};
+use crate::service::timeline::timeline_report;
+use crate::store::{MailCounts, MailFilter, OutboxRow, OutboxState, PauseState};
 
 /// Rows a list page shows at once.
 const PAGE: u32 = 50;
@@ -108,17 +111,25 @@ pub(super) async fn login(RawQuery(q): RawQuery) -> Markup {
 }
 
 fn counts_markup(c: &MailCounts) -> Markup {
-    let cell = |label: &str, n: i64, href: &str| {
-        html! { a.count href=(href) { span.n { (n) } span.l { (label) } } }
+    let cell = |id: &str, label: &str, n: i64, href: &str| {
+        html! { a.count id={ "count-" (id) } href=(href) { span.n { (n) } span.l { (label) } } }
     };
     html! {
         div.counts {
-            (cell("owed", c.owed, "/ui/mails?state=pending"))
-            (cell("sending", c.sending, "/ui/mails?state=sending"))
-            (cell("retrying", c.retrying, "/ui/mails?state=pending"))
-            (cell("failed (dead)", c.failed, "/ui/mails?state=failed"))
-            (cell("sent in 48 h", c.sent_recently, "/ui/mails?state=sent"))
+            (cell("owed", "owed", c.owed, "/ui/mails?state=pending"))
+            (cell("sending", "sending", c.sending, "/ui/mails?state=sending"))
+            (cell("retrying", "retrying", c.retrying, "/ui/mails?state=pending"))
+            (cell("failed", "failed (dead)", c.failed, "/ui/mails?state=failed"))
+            (cell("sent", "sent in 48 h", c.sent_recently, "/ui/mails?state=sent"))
         }
+    }
+}
+
+/// The counts that refresh themselves while the "live" box is ticked.
+fn live_counts(counts: &MailCounts) -> Markup {
+    html! {
+        label.live { input type="checkbox" #live checked; " live" }
+        div #counts data-refresh="/ui/fragment/counts" { (counts_markup(counts)) }
     }
 }
 
@@ -176,11 +187,21 @@ pub(super) async fn overview(axum::extract::State(c): State, s: Session) -> Resp
         Ok(x) => x,
         Err(e) => return internal(e),
     };
+    let daemons = match d.store.daemons().await {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
+    let relays = match d.store.relay_breakers().await {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
+    let silence =
+        Span::from_std(crate::outbox::silence_limit(&d.settings.worker)).unwrap_or(Span::MAX);
+    let next_poll = d.settings.poll.schedule.after(&now).next();
     let body = html! {
         section {
-            h2 { "Mail by state "
-                 label.live { input type="checkbox" #live checked; " live" } }
-            div #counts data-refresh="/ui/fragment/counts" { (counts_markup(&counts)) }
+            h2 { "Mail by state" }
+            (live_counts(&counts))
         }
         section {
             h2 { "Sent per hour, last 48 hours" }
@@ -197,11 +218,19 @@ pub(super) async fn overview(axum::extract::State(c): State, s: Session) -> Resp
                 }
                 @for r in &unreminded {
                     li.alarm {
-                        "Cutoff of " a href={ "/ui/mails?sub=" (r.ctx.subscription.id.as_str()) } { (r.ctx.subscription.id.as_str()) }
+                        "Cutoff of " a href={ "/ui/subscriptions/" (r.ctx.subscription.id.as_str()) } { (r.ctx.subscription.id.as_str()) }
                         " (" (r.ctx.customer.name) ") at " (when(r.timeline.cutoff_at)) " and a reminder due was not sent."
                     }
                 }
-                @if counts.failed == 0 && counts.retrying < 10 && unreminded.is_empty() {
+                @for r in &relays {
+                    li.alarm.relay {
+                        "The relay " (r.relay) " refuses mail" @if r.state == "trial" { " (a probe got through; trying again)" }
+                        " since " (when(r.down_since)) " (daemon " (r.daemon) ", " (r.probes_failed) " probe(s) failed"
+                        @if let Some(e) = &r.last_error { ", last: " (e) }
+                        "): its mail waits without spending attempts and goes once the relay answers."
+                    }
+                }
+                @if counts.failed == 0 && counts.retrying < 10 && unreminded.is_empty() && relays.is_empty() {
                     li.ok { "Nothing needs you." }
                 }
             }
@@ -216,7 +245,27 @@ pub(super) async fn overview(axum::extract::State(c): State, s: Session) -> Resp
                 }
             }
         }
-        p.note { "Daemons connected: not shown yet (needs the daemons' heartbeat table)." }
+        section {
+            h2 { "Daemons" }
+            table #daemons {
+                thead { tr { th { "name" } th { "host" } th { "pid" } th { "version" } th { "started" } th { "last heartbeat" } } }
+                tbody {
+                    @for r in &daemons {
+                        @let ago = now - r.last_beat_at;
+                        tr class=(if ago > silence { "silent" } else { "alive" }) {
+                            td { (r.name) } td { (r.host) } td { (r.pid) } td { (r.version) }
+                            td { (when(r.started_at)) }
+                            td { (ago.num_seconds().max(0)) " s ago"
+                                 @if ago > silence { " (silent: its claimed mail is given back)" } }
+                        }
+                    }
+                }
+            }
+            @if daemons.is_empty() { p { "No daemon is running: no mail is sent." } }
+            p #next-poll { "Next poll: "
+                @match next_poll { Some(t) => (when(t)), None => "never (the schedule has no next time)" }
+                " · " a href="/ui/jobs" { "Jobs" } }
+        }
     };
     frame(&c, &s, "Overview", body).await
 }
@@ -246,6 +295,14 @@ pub(super) async fn mails(
         Ok(r) => r,
         Err(e) => return internal(e),
     };
+    let counts = match d
+        .store
+        .console_counts(d.clock.now() - Span::hours(48))
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => return internal(e),
+    };
     let fpairs = search::to_pairs(&filter);
     let older = rows
         .last()
@@ -259,6 +316,7 @@ pub(super) async fn mails(
     let can_act = s.role == Role::Operator;
     let body = html! {
         @if let Some(done) = search::first(&pairs, "done") { p.done #done { "Done: " (done) } }
+        (live_counts(&counts))
         form.filter method="get" action="/ui/mails" {
             input name="q" value=(get("q")) placeholder="to:ann@example.com kind:ready sub:S1 state:failed after:2026-12-01";
             select name="state" {
@@ -297,7 +355,7 @@ pub(super) async fn mails(
                             td { a href={ "/ui/mails/" (r.id) } { (r.id) } }
                             td { span class={ "state " (state_label(r)) } { (state_label(r)) } }
                             td { (r.kind) }
-                            td { a href={ "/ui/mails?sub=" (r.subscription_id) } { (r.subscription_id) } }
+                            td { a href={ "/ui/subscriptions/" (r.subscription_id) } { (r.subscription_id) } }
                             td { (r.recipients.join(", ")) }
                             td { (r.attempts) }
                             td { (when(r.created_at)) }
@@ -345,7 +403,7 @@ pub(super) async fn mail(
             dt { "Key" } dd #key { (row.key) }
             dt { "State" } dd #state { span class={ "state " (state_label(&row)) } { (state_label(&row)) } }
             dt { "Recipients" } dd { (row.recipients.join(", ")) }
-            dt { "Subscription" } dd { a href={ "/ui/mails?sub=" (row.subscription_id) } { (row.subscription_id) } }
+            dt { "Subscription" } dd { a href={ "/ui/subscriptions/" (row.subscription_id) } { (row.subscription_id) } }
             dt { "Message-ID" } dd { (row.message_id) }
             dt { "Owed since" } dd { (when(row.created_at)) }
             @if let Some(t) = row.sent_at { dt { "Sent" } dd { (when(t)) } }
@@ -569,7 +627,7 @@ pub(super) async fn renewals(
                 @for r in &list {
                     @let v = r.view();
                     tr {
-                        td { a href={ "/ui/mails?sub=" (v.subscription) } { (v.subscription) } }
+                        td { a href={ "/ui/subscriptions/" (v.subscription) } { (v.subscription) } }
                         td.customer { (r.ctx.customer.name) }
                         td { (v.term_end) }
                         td { (v.cutoff_at) }
@@ -599,7 +657,7 @@ pub(super) async fn disable_requests(axum::extract::State(c): State, s: Session)
                 @for (sub, r) in &list {
                     tr {
                         td { (when(r.decided_at)) }
-                        td { a href={ "/ui/mails?sub=" (sub) } { (sub) } }
+                        td { a href={ "/ui/subscriptions/" (sub) } { (sub) } }
                         td { (r.requested_by) }
                         td { (r.via) }
                         td { (r.decision) }
@@ -677,4 +735,105 @@ pub(super) async fn audit(axum::extract::State(c): State, s: Session) -> Respons
         @if rows.is_empty() { p { "No operator action yet." } }
     };
     frame(&c, &s, "Audit", body).await
+}
+
+/// One subscription: the timeline `renewal-worker timeline` prints (term, cutoff in the
+/// reseller's zone, reminders, disable requests, provisioning) and its newest mail.
+pub(super) async fn subscription(
+    axum::extract::State(c): State,
+    s: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match SubscriptionId::parse(&id) {
+        Ok(id) => id,
+        Err(e) => return page_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let d = &c.http.deliverer;
+    let report =
+        match timeline_report(&d.store, &d.settings, &d.calendars, &id, d.clock.now()).await {
+            Ok(r) => r,
+            Err(ServiceError::UnknownSubscription(_)) => {
+                return page_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no subscription with id {:?}", id.as_str()),
+                );
+            }
+            Err(e) => return internal(e),
+        };
+    let filter = MailFilter {
+        subscription: Some(id.as_str().to_owned()),
+        ..MailFilter::default()
+    };
+    let mails = match d.store.console_mails(&filter, None, PAGE).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let v = report.view();
+    let p = &v.provisioning;
+    let ctx = &report.ctx;
+    let body = html! {
+        dl.mail #timeline {
+            dt { "Customer" } dd.customer { (ctx.customer.name) " (" (ctx.customer.id.as_str()) ")" }
+            dt { "Reseller" } dd { (ctx.reseller.name) " (" (ctx.reseller.id.as_str()) ")" }
+            dt { "Plan" } dd { (ctx.subscription.plan) " (" (ctx.subscription.product_id) ")" }
+            dt { "Calendar, zone" } dd { (v.calendar) ", " (v.timezone) }
+            dt { "Term" } dd { (v.term_index) ": " (v.term_start) " to " (v.term_end) }
+            dt { "Cutoff" } dd #cutoff { (v.cutoff_at) " (" (v.cutoff_date) ")" }
+            dt { "Auto-renew" } dd #auto-renew { (if v.auto_renew { "on" } else { "off" })
+                @if v.renews_once_more { " (renews once more)" }
+                ", ends " (v.effective_term_end) }
+            dt { "Assigned licenses" } dd { (v.assigned_licenses) }
+            dt { "Can disable now" } dd { (if v.can_disable { "yes" } else { "no" })
+                @if let Some(r) = v.reason { " (" (r) ")" } }
+            dt { "As of" } dd { (v.at) }
+        }
+        h2 { "Reminders" }
+        table #reminders {
+            thead { tr { th { "offset" } th { "date" } th { "due" } th { "state" } } }
+            tbody { @for r in &v.reminders {
+                tr { td { (r.offset) } td { (r.date) } td { (r.due_at) } td { span class={ "state " (r.state) } { (r.state) } } }
+            } }
+        }
+        h2 { "Disable requests" }
+        @if v.disable_requests.is_empty() { p { "None." } } @else {
+            table {
+                thead { tr { th { "decided" } th { "requested by" } th { "via" } th { "decision" } th { "reason" } th { "effective term end" } } }
+                tbody { @for r in v.disable_requests {
+                    tr { td { (when(r.decided_at)) } td { (r.requested_by) } td { (r.via) } td { (r.decision) }
+                         td { (r.reason.clone().unwrap_or_default()) }
+                         td { (r.effective_term_end.map(|d| d.to_string()).unwrap_or_default()) } }
+                } }
+            }
+        }
+        h2 { "Provisioning" }
+        p #provisioning { (p.state) @if p.in_flight { " (in flight" @if let (Some(t), Some(m)) = (&p.stalls_at, p.missing_step) { "; stalls at " (t) " waiting for " (m) } ")" } }
+        table {
+            tbody {
+                @for (step, t) in [("opened", &p.opened_at), ("ready", &p.ready_at), ("order processed", &p.order_processed_at), ("activated", &p.activated_at), ("abandoned", &p.abandoned_at)] {
+                    @if let Some(t) = t { tr { td { (step) } td { (t) } } }
+                }
+            }
+        }
+        @if let Some(r) = p.abandon_reason { p { "Abandoned: " (r) } }
+        h2 { "Mail " small { a href={ "/ui/mails?sub=" (id.as_str()) } { "all of it, with filters" } } }
+        table.mails #history {
+            thead { tr { th { "id" } th { "key" } th { "state" } th { "to" } th { "attempts" } th { "owed since" } th { "sent" } th { "last error" } } }
+            tbody {
+                @for r in &mails {
+                    tr {
+                        td { a href={ "/ui/mails/" (r.id) } { (r.id) } }
+                        td { (r.key) }
+                        td { span class={ "state " (state_label(r)) } { (state_label(r)) } }
+                        td { (r.recipients.join(", ")) }
+                        td { (r.attempts) }
+                        td { (when(r.created_at)) }
+                        td { (r.sent_at.map(when).unwrap_or_default()) }
+                        td.err { (r.last_error.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        @if mails.is_empty() { p { "No mail yet." } }
+    };
+    frame(&c, &s, &format!("Subscription {}", id.as_str()), body).await
 }
