@@ -528,6 +528,23 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     assert!(text_of(&c, "#alarms").await.contains("51 dead mail(s)"));
     shot(&c, "overview").await;
 
+    // The pause form posted without its CSRF token is refused and changes nothing.
+    c.execute(
+        "document.querySelector('#pause').form.querySelector('input[name=csrf]').remove()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Id("pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(&c, "main").await.contains("csrf"));
+    assert!(!s.app.store.sending_paused().await.unwrap());
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+
     // Pause sending: the banner is on every page.
     c.find(Locator::Id("pause"))
         .await
