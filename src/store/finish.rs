@@ -145,9 +145,23 @@ impl Store {
         if fs.iter().all(is_sent) {
             // All sent: one statement, its own transaction. The rare send whose claim was
             // lost gets its attempt row afterwards; that row only informs.
-            let kept_ids: HashSet<i64> = db!(self, |p, stmt| {
-                p.mark_sent(fs).fetch_all(p).await?.into_iter().collect()
-            });
+            let kept_ids: HashSet<i64> = match &self.db {
+                Db::Sqlite(p) => p.mark_sent(fs).fetch_all(p).await?.into_iter().collect(),
+                Db::Postgres(p) => {
+                    // A send slot waits for this commit (the crash bound), so its latency is
+                    // on every mail's path, and a durable commit's WAL flush costs several
+                    // times a send to a nearby relay. Not waiting for the disk loses nothing
+                    // to a daemon crash; a database server crash may roll back the last
+                    // fraction of a second of these records, whose mails are then sent again
+                    // (as SQLite's synchronous=NORMAL does on power loss).
+                    let mut tx = p
+                        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                        .await?;
+                    let ids = p.mark_sent(fs).fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    ids.into_iter().collect()
+                }
+            };
             let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
             let lost = unrecorded(&kept);
             if !lost.is_empty() {
