@@ -674,11 +674,7 @@ pub(super) async fn disable_requests(axum::extract::State(c): State, s: Session)
 
 pub(super) async fn jobs(axum::extract::State(c): State, s: Session) -> Response {
     let d = &c.http.deliverer;
-    let list = match d
-        .store
-        .jobs(None, 100, d.settings.mail.retry.max_attempts)
-        .await
-    {
+    let list = match d.store.queue_jobs(None, 100).await {
         Ok(l) => l,
         Err(e) => return internal(e),
     };
@@ -693,7 +689,7 @@ pub(super) async fn jobs(axum::extract::State(c): State, s: Session) -> Response
         table {
             thead { tr { th { "job" } th { "queue" } th { "status" } th { "attempts" } th { "runs / ran" } th { "last result" } th {} } }
             tbody {
-                @for j in list.iter().filter(|j| !j.id.starts_with("send:")) {
+                @for j in &list {
                     tr {
                         td { (j.key.clone().unwrap_or_else(|| j.id.clone())) }
                         td { (j.queue) }
