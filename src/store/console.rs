@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::sql::{DbRow, from_millis, millis, placeholders};
 use super::{Backend, OutboxRow, OutboxState, Store, StoreError, db, rows};
+use crate::domain::TimeZoneName;
 
 /// Inserts an audit row for `$audit` at `$now` on the executor `$ex`.
 macro_rules! insert_audit {
@@ -214,11 +215,14 @@ pub struct PauseState {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// An active subscription's renewal dates, as stored.
+/// An active subscription's term end and what its cutoff depends on besides, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TermEndRow {
     pub subscription_id: String,
     pub term_end: NaiveDate,
+    /// The reseller's business-day calendar; `None`: the configured default.
+    pub calendar: Option<String>,
+    pub timezone: TimeZoneName,
 }
 
 impl Store {
@@ -413,31 +417,47 @@ impl Store {
         })
     }
 
-    /// Active subscriptions whose term ends in `[from, to]`, soonest first, at most `limit`.
+    /// Active subscriptions whose term ends in `[from, to]`, in (term end, id) order, after
+    /// `after` when given (keyset paging), at most `limit`.
     pub async fn term_ends_between(
         &self,
         from: NaiveDate,
         to: NaiveDate,
+        after: Option<&(NaiveDate, String)>,
         limit: u32,
     ) -> Result<Vec<TermEndRow>, StoreError> {
+        let (after_end, after_id) = after.cloned().unwrap_or((from, String::new()));
         db!(self, |p, stmt| {
-            let rows: Vec<(String, NaiveDate)> = sqlx::query_as(stmt(
-                "SELECT id, term_end FROM subscriptions
-                 WHERE status = 'active' AND term_end >= ? AND term_end <= ?
-                 ORDER BY term_end, id LIMIT ?",
+            type Row = (String, NaiveDate, Option<String>, String, String);
+            let rows: Vec<Row> = sqlx::query_as(stmt(
+                "SELECT s.id, s.term_end, r.calendar, r.timezone, r.id
+                 FROM subscriptions s JOIN resellers r ON r.id = s.reseller_id
+                 WHERE s.status = 'active' AND s.term_end >= ? AND s.term_end <= ?
+                   AND (s.term_end > ? OR s.id > ?)
+                 ORDER BY s.term_end, s.id LIMIT ?",
             ))
-            .bind(from)
+            .bind(after_end.max(from))
             .bind(to)
+            .bind(after_end)
+            .bind(&after_id)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(subscription_id, term_end)| TermEndRow {
-                    subscription_id,
-                    term_end,
+            rows.into_iter()
+                .map(|(subscription_id, term_end, calendar, tz, reseller)| {
+                    let timezone = TimeZoneName::parse(&tz).map_err(|e| StoreError::Corrupt {
+                        table: "resellers",
+                        id: reseller,
+                        detail: format!("timezone: {e}"),
+                    })?;
+                    Ok(TermEndRow {
+                        subscription_id,
+                        term_end,
+                        calendar,
+                        timezone,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 

@@ -1,12 +1,107 @@
 //! The console's lists over more than a page holds, against what every row says when read
-//! one by one: the mails of filters that no index serves, read a window of ids at a time, then
-//! of filters an index serves, read at once.
+//! one by one: the renewals of a window past a band of term ends whose cutoffs are behind
+//! (more of them than a page), and the mails of filters that no index serves, read a window
+//! of ids at a time, then of filters an index serves, read at once.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use renewal_worker::clock::ManualClock;
+use renewal_worker::renewal;
+use renewal_worker::service::{self, console as uc};
 use renewal_worker::store::{MailFilter, OutboxRow, OutboxState};
 
 use crate::helpers::*;
 use crate::mailbook::{self, Book};
+
+/// A Wednesday afternoon (UTC): late evening in Tokyo, morning in New York.
+const NOW: &str = "2026-12-09T15:00:00Z";
+
+on_both_backends!(async renewals_past_a_page_of_passed_cutoffs_are_all_found);
+async fn renewals_past_a_page_of_passed_cutoffs_are_all_found() {
+    let app = TestApp::new(None, "").await;
+    let now: DateTime<Utc> = NOW.parse().unwrap();
+    // About 41 term ends a day, on three calendars in four zones: the term ends of the next
+    // week, whose cutoffs are behind, are more than a page of renewals.
+    mailbook::fill(&app.settings.database.url, 15_000, 100, now)
+        .await
+        .unwrap();
+    let d = app.deliverer(Arc::new(ManualClock::new(now)));
+    let cutoffs: Vec<(DateTime<Utc>, String)> = app
+        .store
+        .active_subscription_contexts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|ctx| {
+            let cal = service::calendar_for(&d.settings, &d.calendars, &ctx.reseller).unwrap();
+            let input = service::timeline_input(ctx);
+            let t = renewal::timeline(&input, &cal, &d.settings.renewal, now).unwrap();
+            (t.cutoff_at, ctx.subscription.id.as_str().to_owned())
+        })
+        .collect();
+    let passed = cutoffs
+        .iter()
+        .filter(|(c, _)| *c < now && *c > now - Duration::days(30))
+        .count();
+    assert!(passed > uc::RENEWALS_LIMIT as usize, "{passed}");
+
+    for days in [1, 2] {
+        let until = now + Duration::days(days);
+        let mut expected: Vec<(DateTime<Utc>, String)> = cutoffs
+            .iter()
+            .filter(|(c, _)| *c >= now && *c < until)
+            .cloned()
+            .collect();
+        expected.sort();
+        assert!(
+            !expected.is_empty() && expected.len() < uc::RENEWALS_LIMIT as usize,
+            "{days} day(s): {}",
+            expected.len()
+        );
+        let got: Vec<(DateTime<Utc>, String)> = uc::renewals(&d, Duration::days(days))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.timeline.cutoff_at,
+                    r.ctx.subscription.id.as_str().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{days} day(s)");
+    }
+
+    // More in the window than a page: a page of them, soonest first, each as its own
+    // timeline has it.
+    let until = now + Duration::days(30);
+    let page = uc::renewals(&d, Duration::days(30)).await.unwrap();
+    assert_eq!(page.len(), uc::RENEWALS_LIMIT as usize);
+    assert!(
+        page.iter()
+            .all(|r| r.timeline.cutoff_at >= now && r.timeline.cutoff_at < until)
+    );
+    assert!(
+        page.windows(2)
+            .all(|w| w[0].timeline.cutoff_at <= w[1].timeline.cutoff_at)
+    );
+    for r in page.iter().step_by(40) {
+        let one = service::timeline::timeline_report(
+            &d.store,
+            &d.settings,
+            &d.calendars,
+            &r.ctx.subscription.id,
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(one.timeline, r.timeline);
+        assert_eq!(one.states, r.states);
+        assert_eq!(one.requests, r.requests);
+        assert_eq!(one.audit, r.audit);
+    }
+}
 
 /// Whether a mail matches a filter, said one mail at a time.
 type Matches = Box<dyn Fn(&OutboxRow) -> bool>;
