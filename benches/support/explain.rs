@@ -1,9 +1,10 @@
-//! How the database plans the statements that run once per poll or per batch of mail, read
-//! with `EXPLAIN` on a connection of its own to the store's database: the statements are the
-//! store's own (`renewal_worker::store::statements`). Each plan comes as its steps joined by
-//! "; "; nothing is written. Shared by the benchmarks and the integration tests.
+//! How the database plans the statements that run once per poll or per batch of mail, and the
+//! console's list of a subscription's mail, read with `EXPLAIN` on a connection of its own to
+//! the store's database: the statements are the store's own
+//! (`renewal_worker::store::statements`). Each plan comes as its steps joined by "; "; nothing
+//! is written. Shared by the benchmarks and the integration tests.
 
-use renewal_worker::store::{Backend, statements};
+use renewal_worker::store::{Backend, MailFilter, statements};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
 /// The poll's query: it must read the next-due index, never scan the table.
@@ -85,6 +86,40 @@ pub async fn mark_sent(url: &str, n: u32) -> Result<String, sqlx::Error> {
                     .fetch_all(&mut conn)
                     .await?;
             Ok(plan.join("; "))
+        }
+    }
+}
+
+/// A console list of mail for `filter`, one an index serves (a subscription, a state): it
+/// must read that index, not the table from its newest mail down.
+pub async fn console_mails(url: &str, filter: &MailFilter) -> Result<String, sqlx::Error> {
+    let backend = backend(url)?;
+    let (sql, binds) = statements::console_mails(backend, filter);
+    macro_rules! bound {
+        ($q:expr) => {{
+            let mut q = $q;
+            for b in &binds {
+                q = match b {
+                    statements::Bind::Text(t) => q.bind(t.clone()),
+                    statements::Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q
+        }};
+    }
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::connect(url).await?;
+            let q = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {sql}"
+            )));
+            let rows = bound!(q).fetch_all(&mut conn).await?;
+            Ok(rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; "))
+        }
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(url).await?;
+            let q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            Ok(bound!(q).fetch_all(&mut conn).await?.join("; "))
         }
     }
 }

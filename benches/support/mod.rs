@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod explain;
+pub mod mailbook;
 pub mod synthetic;
 
 use std::sync::Arc;

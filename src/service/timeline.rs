@@ -2,6 +2,8 @@
 //! rules' view, the outbox state of its reminders, its disable requests, and its order's
 //! provisioning.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -95,33 +97,125 @@ pub async fn timeline_report(
     at: DateTime<Utc>,
 ) -> Result<TimelineReport, ServiceError> {
     let ctx = subscription(store, id).await?;
-    let calendar = calendar_name(settings, &ctx.reseller).to_owned();
-    let cal = calendar_for(settings, calendars, &ctx.reseller)?;
-    let input = timeline_input(&ctx);
-    let timeline = renewal::timeline(&input, &cal, &settings.renewal, at)?;
+    let planned = Planned::new(settings, calendars, ctx, at)?;
     let mut states = Vec::new();
-    for r in &timeline.reminders {
-        let key = reminder_key(id.as_str(), timeline.term_end, &r.offset.to_string());
-        states.push(store.outbox_by_key(&key).await?.map(|row| row.state));
+    for key in &planned.keys {
+        states.push(store.outbox_by_key(key).await?.map(|row| row.state));
     }
     let requests = store.disable_requests(id.as_str()).await?;
-    let stall = stall::stall(
-        &ctx.subscription.provisioning,
-        settings.provisioning.stall_after,
-        &cal,
-        input.tz,
-    )?;
     let audit = store.provisioning_audit(id.as_str()).await?;
-    Ok(TimelineReport {
-        ctx,
-        calendar,
-        timeline,
-        at,
-        states,
-        requests,
-        stall,
-        audit,
-    })
+    Ok(planned.report(at, states, requests, audit))
+}
+
+/// The timelines of `ctxs` as of `at`, in their order, each as [`timeline_report`] gathers
+/// it: the outbox, the disable requests and the provisioning audit read once for all of
+/// them (a list page of renewals would otherwise read them once per subscription).
+pub async fn timeline_reports(
+    store: &Store,
+    settings: &Settings,
+    calendars: &CalendarRegistry,
+    ctxs: Vec<SubscriptionContext>,
+    at: DateTime<Utc>,
+) -> Result<Vec<TimelineReport>, ServiceError> {
+    let planned = ctxs
+        .into_iter()
+        .map(|ctx| Planned::new(settings, calendars, ctx, at))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<String> = planned.iter().flat_map(|p| p.keys.clone()).collect();
+    let states: HashMap<String, OutboxState> =
+        store.outbox_states(&keys).await?.into_iter().collect();
+    let ids: Vec<&str> = planned
+        .iter()
+        .map(|p| p.ctx.subscription.id.as_str())
+        .collect();
+    let mut requests: HashMap<String, Vec<DisableRow>> = HashMap::new();
+    for (sub, row) in store.disable_requests_of(&ids).await? {
+        requests.entry(sub).or_default().push(row);
+    }
+    let mut audits: HashMap<String, Vec<ProvisioningAuditRow>> = HashMap::new();
+    for row in store.provisioning_audits(&ids).await? {
+        audits
+            .entry(row.subscription_id.clone())
+            .or_default()
+            .push(row);
+    }
+    Ok(planned
+        .into_iter()
+        .map(|p| {
+            let id = p.ctx.subscription.id.as_str();
+            let requests = requests.remove(id).unwrap_or_default();
+            let audit = audits.remove(id).unwrap_or_default();
+            let states = p.keys.iter().map(|k| states.get(k).copied()).collect();
+            p.report(at, states, requests, audit)
+        })
+        .collect())
+}
+
+/// What the rules say of one subscription, before its records are read: its timeline, its
+/// order's stall, and the outbox keys of its reminders.
+struct Planned {
+    ctx: SubscriptionContext,
+    calendar: String,
+    timeline: Timeline,
+    stall: Option<Stall>,
+    keys: Vec<String>,
+}
+
+impl Planned {
+    fn new(
+        settings: &Settings,
+        calendars: &CalendarRegistry,
+        ctx: SubscriptionContext,
+        at: DateTime<Utc>,
+    ) -> Result<Self, ServiceError> {
+        let calendar = calendar_name(settings, &ctx.reseller).to_owned();
+        let cal = calendar_for(settings, calendars, &ctx.reseller)?;
+        let input = timeline_input(&ctx);
+        let timeline = renewal::timeline(&input, &cal, &settings.renewal, at)?;
+        let keys = timeline
+            .reminders
+            .iter()
+            .map(|r| {
+                reminder_key(
+                    ctx.subscription.id.as_str(),
+                    timeline.term_end,
+                    &r.offset.to_string(),
+                )
+            })
+            .collect();
+        let stall = stall::stall(
+            &ctx.subscription.provisioning,
+            settings.provisioning.stall_after,
+            &cal,
+            input.tz,
+        )?;
+        Ok(Self {
+            ctx,
+            calendar,
+            timeline,
+            stall,
+            keys,
+        })
+    }
+
+    fn report(
+        self,
+        at: DateTime<Utc>,
+        states: Vec<Option<OutboxState>>,
+        requests: Vec<DisableRow>,
+        audit: Vec<ProvisioningAuditRow>,
+    ) -> TimelineReport {
+        TimelineReport {
+            ctx: self.ctx,
+            calendar: self.calendar,
+            timeline: self.timeline,
+            at,
+            states,
+            requests,
+            stall: self.stall,
+            audit,
+        }
+    }
 }
 
 impl TimelineReport {

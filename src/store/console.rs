@@ -9,7 +9,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row;
 
 use super::sql::{DbRow, from_millis, millis, placeholders};
-use super::{OutboxRow, OutboxState, Store, StoreError, db, rows};
+use super::{Backend, OutboxRow, OutboxState, Store, StoreError, db, rows};
+use crate::domain::TimeZoneName;
 
 /// Inserts an audit row for `$audit` at `$now` on the executor `$ex`.
 macro_rules! insert_audit {
@@ -31,6 +32,11 @@ macro_rules! insert_audit {
 /// The flag that holds every daemon's send lanes (see [`Store::sending_paused`]).
 const PAUSED: &str = "sending_paused";
 
+/// Mails a list page reads at most, newest first below where it starts, when no index
+/// narrows its filter (a recipient, a kind, a reseller, a time range): the page then says
+/// which ids it searched and goes on below them.
+pub const MAIL_SCAN: i64 = 100_000;
+
 /// Which mails a console page or a bulk action is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailFilter {
@@ -47,14 +53,27 @@ pub struct MailFilter {
 }
 
 /// A bound value of a statement assembled from a filter.
-enum Bind {
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
     Text(String),
     Int(i64),
 }
 
 impl MailFilter {
+    /// Whether an index bounds the mails this filter can match: one subscription's, or the
+    /// failed or owed ones (partial indexes). Any other filter is read through the newest
+    /// [`MAIL_SCAN`] mails at a time.
+    pub fn indexed(&self) -> bool {
+        self.subscription.is_some()
+            || matches!(
+                self.state,
+                Some(OutboxState::Failed | OutboxState::Pending | OutboxState::Sending)
+            )
+    }
+
     /// The filter's conditions (each ANDed, `TRUE` when none) and their binds, in order.
-    fn clause(&self) -> (String, Vec<Bind>) {
+    fn clause(&self, backend: Backend) -> (String, Vec<Bind>) {
         let mut sql = vec!["1 = 1".to_owned()];
         let mut binds = Vec::new();
         if let Some(s) = self.state {
@@ -72,7 +91,15 @@ impl MailFilter {
             binds.push(Bind::Text(k.clone()));
         }
         if let Some(s) = &self.subscription {
-            sql.push("subscription_id = ?".into());
+            sql.push(match backend {
+                Backend::Sqlite => "subscription_id = ?".into(),
+                // PostgreSQL's index by subscription leaves out mail being sent (a claim would
+                // add an entry to it for every mail): those few are found by state, each arm
+                // through its own index.
+                Backend::Postgres => "subscription_id = ?
+                    AND (state <> 'sending' OR state = 'sending')"
+                    .into(),
+            });
             binds.push(Bind::Text(s.clone()));
         }
         if let Some(r) = &self.reseller {
@@ -115,6 +142,40 @@ macro_rules! bind_all {
     }};
 }
 
+/// The list page's statement: mails matching `clause` with ids in `[from, to)`, newest
+/// first, at most a limit (binds: the clause's, `to`, `from`, the limit).
+fn mails_sql(clause: &str) -> String {
+    format!(
+        "SELECT {} FROM outbox WHERE {clause} AND id < ? AND id >= ? ORDER BY id DESC LIMIT ?",
+        rows::OUTBOX_COLUMNS
+    )
+}
+
+/// The statement [`Store::console_mails`] runs for a filter an index serves (from the
+/// newest, a page of 50), in `backend`'s form, with its binds: for plans.
+#[doc(hidden)]
+pub fn console_mails_statement(backend: Backend, filter: &MailFilter) -> (String, Vec<Bind>) {
+    let (clause, mut binds) = filter.clause(backend);
+    binds.extend([Bind::Int(i64::MAX), Bind::Int(i64::MIN), Bind::Int(50)]);
+    let sql = mails_sql(&clause);
+    let sql = match backend {
+        Backend::Sqlite => sql,
+        Backend::Postgres => super::sql::numbered_placeholders(&sql),
+    };
+    (sql, binds)
+}
+
+/// A page of mails, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MailPage {
+    pub rows: Vec<OutboxRow>,
+    /// The ids searched, `[from, to)`, when the filter is not [`MailFilter::indexed`]: at
+    /// most [`MAIL_SCAN`] mails were read.
+    pub searched: Option<(i64, i64)>,
+    /// Where the next, older page starts (its `before_id`), when there may be one.
+    pub older: Option<i64>,
+}
+
 /// Mail counted by what operators ask of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MailCounts {
@@ -154,46 +215,136 @@ pub struct PauseState {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// An active subscription's renewal dates, as stored.
+/// An active subscription's term end and what its cutoff depends on besides, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TermEndRow {
     pub subscription_id: String,
     pub term_end: NaiveDate,
+    /// The reseller's business-day calendar; `None`: the configured default.
+    pub calendar: Option<String>,
+    pub timezone: TimeZoneName,
 }
 
 impl Store {
     /// Up to `limit` mails matching `filter`, newest first, older than the mail `before_id`
-    /// when given (keyset paging: a page costs the same however deep it is).
+    /// when given (keyset paging: a page costs the same however deep it is). A filter no index
+    /// serves reads at most [`MAIL_SCAN`] mails, from `before_id` down, or without it from the
+    /// mail owed at `filter.before` (found by id, instants growing with ids) or the newest.
     pub async fn console_mails(
         &self,
         filter: &MailFilter,
         before_id: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let (clause, mut binds) = filter.clause();
-        binds.push(Bind::Int(before_id.unwrap_or(i64::MAX)));
+    ) -> Result<MailPage, StoreError> {
+        self.console_mails_scanning(filter, before_id, limit, MAIL_SCAN)
+            .await
+    }
+
+    /// [`Store::console_mails`], reading at most `scan` mails for a filter no index serves
+    /// (tests page through a small outbox with a small one).
+    #[doc(hidden)]
+    pub async fn console_mails_scanning(
+        &self,
+        filter: &MailFilter,
+        before_id: Option<i64>,
+        limit: u32,
+        scan: i64,
+    ) -> Result<MailPage, StoreError> {
+        let (clause, mut binds) = filter.clause(self.backend());
+        let mut searched = None;
+        if filter.indexed() {
+            binds.push(Bind::Int(before_id.unwrap_or(i64::MAX)));
+            binds.push(Bind::Int(i64::MIN));
+        } else {
+            let Some((first, last)) = self.outbox_ids().await? else {
+                return Ok(MailPage::default());
+            };
+            let to = match (before_id, filter.before) {
+                (Some(id), _) => id.min(last + 1),
+                (None, Some(t)) => self.first_owed_from(t, first, last).await?,
+                (None, None) => last + 1,
+            };
+            let from = to.saturating_sub(scan.max(1)).max(first);
+            binds.push(Bind::Int(to));
+            binds.push(Bind::Int(from));
+            searched = Some((from, to, first));
+        }
         binds.push(Bind::Int(i64::from(limit)));
-        db!(self, |p, stmt| {
-            let sql = format!(
-                "SELECT {} FROM outbox WHERE {clause} AND id < ? ORDER BY id DESC LIMIT ?",
-                rows::OUTBOX_COLUMNS
-            );
+        let rows: Vec<OutboxRow> = db!(self, |p, stmt| {
+            let sql = mails_sql(&clause);
             let rows = bind_all!(sqlx::query(stmt(&sql)), binds)
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(rows::outbox_from_row).collect()
+            rows.iter()
+                .map(rows::outbox_from_row)
+                .collect::<Result<_, _>>()?
+        });
+        let full = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+        let older = match (rows.last(), searched) {
+            (Some(r), _) if full => Some(r.id),
+            (_, Some((from, _, first))) if from > first => Some(from),
+            _ => None,
+        };
+        Ok(MailPage {
+            rows,
+            searched: searched.map(|(from, to, _)| (from, to)),
+            older,
         })
+    }
+
+    /// The outbox's first and last ids, if it holds any mail.
+    async fn outbox_ids(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        db!(self, |p, stmt| {
+            // One aggregate each, so that both read one end of the primary key.
+            let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(stmt(
+                "SELECT (SELECT MIN(id) FROM outbox), (SELECT MAX(id) FROM outbox)",
+            ))
+            .fetch_one(p)
+            .await?;
+            Ok(first.zip(last))
+        })
+    }
+
+    /// The first id in `[first, last]` of a mail owed at or after `t` (`last + 1` when none
+    /// is), found by halving on the primary key: mail is owed as its id is given, so instants
+    /// grow with ids (up to the odd transaction that commits late; the list page says which
+    /// ids it searched, so nothing is hidden, only placed a page lower).
+    async fn first_owed_from(
+        &self,
+        t: DateTime<Utc>,
+        first: i64,
+        last: i64,
+    ) -> Result<i64, StoreError> {
+        let t = millis(t);
+        let (mut lo, mut hi) = (first, last + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let next: Option<(i64, i64)> = db!(self, |p, stmt| {
+                sqlx::query_as(stmt(
+                    "SELECT id, created_at FROM outbox WHERE id >= ? ORDER BY id LIMIT 1",
+                ))
+                .bind(mid)
+                .fetch_optional(p)
+                .await?
+            });
+            match next {
+                Some((id, at)) if at < t => lo = id + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     /// How many mails match `filter` (at most `cap`, so a count never reads without bound),
     /// and the newest one's id: a bulk action confirmed afterwards is held to the mails
-    /// counted (`id <= newest`).
+    /// counted (`id <= newest`). Bulk actions are on failed or owed mail, which their partial
+    /// indexes bound.
     pub async fn console_count(
         &self,
         filter: &MailFilter,
         cap: u32,
     ) -> Result<(i64, Option<i64>), StoreError> {
-        let (clause, mut binds) = filter.clause();
+        let (clause, mut binds) = filter.clause(self.backend());
         binds.push(Bind::Int(i64::from(cap)));
         db!(self, |p, stmt| {
             let sql = format!(
@@ -266,31 +417,47 @@ impl Store {
         })
     }
 
-    /// Active subscriptions whose term ends in `[from, to]`, soonest first, at most `limit`.
+    /// Active subscriptions whose term ends in `[from, to]`, in (term end, id) order, after
+    /// `after` when given (keyset paging), at most `limit`.
     pub async fn term_ends_between(
         &self,
         from: NaiveDate,
         to: NaiveDate,
+        after: Option<&(NaiveDate, String)>,
         limit: u32,
     ) -> Result<Vec<TermEndRow>, StoreError> {
+        let (after_end, after_id) = after.cloned().unwrap_or((from, String::new()));
         db!(self, |p, stmt| {
-            let rows: Vec<(String, NaiveDate)> = sqlx::query_as(stmt(
-                "SELECT id, term_end FROM subscriptions
-                 WHERE status = 'active' AND term_end >= ? AND term_end <= ?
-                 ORDER BY term_end, id LIMIT ?",
+            type Row = (String, NaiveDate, Option<String>, String, String);
+            let rows: Vec<Row> = sqlx::query_as(stmt(
+                "SELECT s.id, s.term_end, r.calendar, r.timezone, r.id
+                 FROM subscriptions s JOIN resellers r ON r.id = s.reseller_id
+                 WHERE s.status = 'active' AND s.term_end >= ? AND s.term_end <= ?
+                   AND (s.term_end > ? OR s.id > ?)
+                 ORDER BY s.term_end, s.id LIMIT ?",
             ))
-            .bind(from)
+            .bind(after_end.max(from))
             .bind(to)
+            .bind(after_end)
+            .bind(&after_id)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(subscription_id, term_end)| TermEndRow {
-                    subscription_id,
-                    term_end,
+            rows.into_iter()
+                .map(|(subscription_id, term_end, calendar, tz, reseller)| {
+                    let timezone = TimeZoneName::parse(&tz).map_err(|e| StoreError::Corrupt {
+                        table: "resellers",
+                        id: reseller,
+                        detail: format!("timezone: {e}"),
+                    })?;
+                    Ok(TermEndRow {
+                        subscription_id,
+                        term_end,
+                        calendar,
+                        timezone,
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -457,7 +624,7 @@ impl Store {
                 format!("id IN ({})", placeholders(ids.len()))
             }
             MailTarget::Matching { filter, newest } => {
-                let (clause, fbinds) = filter.clause();
+                let (clause, fbinds) = filter.clause(self.backend());
                 binds.extend(fbinds);
                 binds.push(Bind::Int(*newest));
                 format!("{clause} AND id <= ?")

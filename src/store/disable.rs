@@ -176,6 +176,34 @@ impl Store {
         self.disable_rows("subscription_id", subscription).await
     }
 
+    /// Every decision on the disable requests of each of `subscriptions`, in one read per
+    /// 500: `(subscription, decision)` in id order.
+    pub async fn disable_requests_of(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<Vec<(String, DisableRow)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in subscriptions.chunks(500) {
+            db!(self, |p, stmt| {
+                let sql = format!(
+                    "SELECT id, subscription_id, request_key, requested_by, requested_at,
+                       decided_at, via, seen_assigned, seen_term_end, decision, reason,
+                       cutoff_at, effective_term_end, renews_once_more
+                     FROM disable_requests WHERE subscription_id IN ({}) ORDER BY id",
+                    super::sql::placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for r in q.fetch_all(p).await? {
+                    out.push((r.col("subscription_id")?, disable_from_row(&r)?));
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// Ids among these whose auto-renew was disabled by an accepted request (irrevocable).
     pub async fn irrevocably_disabled(&self, ids: &[&str]) -> Result<Vec<String>, StoreError> {
         self.ids_among(

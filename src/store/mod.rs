@@ -35,7 +35,8 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use claim::Claimed;
 pub use console::{
-    AuditEntry, AuditRow, MailCounts, MailFilter, MailTarget, PauseState, TermEndRow,
+    AuditEntry, AuditRow, MAIL_SCAN, MailCounts, MailFilter, MailPage, MailTarget, PauseState,
+    TermEndRow,
 };
 pub use corrections::UrlCorrection;
 pub use daemons::DaemonRow;
@@ -58,6 +59,7 @@ pub use rows::OutboxRow;
 #[doc(hidden)]
 pub mod statements {
     pub use super::claim::claim_due_statement as claim_due;
+    pub use super::console::{Bind, console_mails_statement as console_mails};
     pub use super::finish::{MarkSentStatement, mark_sent_statement as mark_sent};
     pub use super::records::due_contexts_statement as due_contexts;
 }

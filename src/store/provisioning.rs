@@ -273,22 +273,35 @@ impl Store {
             .bind(subscription)
             .fetch_all(p)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ProvisioningAuditRow {
-                        id: r.col("id")?,
-                        subscription_id: r.col("subscription_id")?,
-                        reseller_id: r.col("reseller_id")?,
-                        action: r.col("action")?,
-                        at: from_millis(r.col("at")?),
-                        via: r.col("via")?,
-                        reason: r.col("reason")?,
-                        flag: r.col("flag")?,
-                        overlapping: r.col("overlapping")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(audit_from_row).collect()
         })
+    }
+
+    /// The provisioning audit of each of `subscriptions`, in one read per 500: rows in id
+    /// order, each naming its subscription.
+    pub async fn provisioning_audits(
+        &self,
+        subscriptions: &[&str],
+    ) -> Result<Vec<ProvisioningAuditRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in subscriptions.chunks(500) {
+            db!(self, |p, stmt| {
+                let sql = format!(
+                    "SELECT id, subscription_id, reseller_id, action, at, via, reason, flag,
+                       overlapping
+                     FROM provisioning_audit WHERE subscription_id IN ({}) ORDER BY id",
+                    super::sql::placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for r in q.fetch_all(p).await? {
+                    out.push(audit_from_row(&r)?);
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Provisioning steps recorded while another order of the same reseller was in flight.
@@ -309,4 +322,18 @@ impl Store {
             .await?
             .is_empty())
     }
+}
+
+fn audit_from_row(r: &impl DbRow) -> Result<ProvisioningAuditRow, StoreError> {
+    Ok(ProvisioningAuditRow {
+        id: r.col("id")?,
+        subscription_id: r.col("subscription_id")?,
+        reseller_id: r.col("reseller_id")?,
+        action: r.col("action")?,
+        at: from_millis(r.col("at")?),
+        via: r.col("via")?,
+        reason: r.col("reason")?,
+        flag: r.col("flag")?,
+        overlapping: r.col("overlapping")?,
+    })
 }

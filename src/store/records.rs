@@ -252,6 +252,29 @@ impl Store {
         })
     }
 
+    /// The subscriptions among `ids` that exist, with their parties, in one read per 500 (in
+    /// no particular order).
+    pub async fn subscription_contexts(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<SubscriptionContext>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            db!(self, |p, stmt| {
+                let sql =
+                    rows::context_select(&format!("WHERE s.id IN ({})", placeholders(chunk.len())));
+                let mut q = sqlx::query(stmt(&sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for r in q.fetch_all(p).await? {
+                    out.push(rows::context_from_row(&r)?);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// The subscription with this id and its parties, as stored (checked when written).
     pub async fn subscription_context(
         &self,

@@ -5,9 +5,10 @@
 
 #[macro_use]
 mod helpers;
-// Shared with the benchmarks: the plans of the store's own statements, and a synthetic book.
+// Shared with the benchmarks: the plans of the store's own statements, and synthetic books.
 mod cli;
 mod console;
+mod console_lists;
 mod crash;
 mod delivery;
 mod disable;
@@ -16,6 +17,8 @@ mod explain;
 mod hostile;
 mod http;
 mod install;
+#[path = "../../benches/support/mailbook.rs"]
+mod mailbook;
 mod mailtext;
 mod outage;
 mod provisioning;

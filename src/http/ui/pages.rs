@@ -13,7 +13,7 @@ use crate::domain::SubscriptionId;
 use crate::service::ServiceError;
 use crate::service::console as uc;
 use crate::service::timeline::timeline_report;
-use crate::store::{MailCounts, MailFilter, OutboxRow, OutboxState, PauseState};
+use crate::store::{MAIL_SCAN, MailCounts, MailFilter, OutboxRow, OutboxState, PauseState};
 
 /// Rows a list page shows at once.
 const PAGE: u32 = 50;
@@ -291,10 +291,11 @@ pub(super) async fn mails(
     };
     let before_id = search::first(&pairs, "before_id").and_then(|v| v.parse().ok());
     let d = &c.http.deliverer;
-    let rows = match d.store.console_mails(&filter, before_id, PAGE).await {
+    let page = match d.store.console_mails(&filter, before_id, PAGE).await {
         Ok(r) => r,
         Err(e) => return internal(e),
     };
+    let rows = &page.rows;
     let counts = match d
         .store
         .console_counts(d.clock.now() - Span::hours(48))
@@ -304,14 +305,11 @@ pub(super) async fn mails(
         Err(e) => return internal(e),
     };
     let fpairs = search::to_pairs(&filter);
-    let older = rows
-        .last()
-        .filter(|_| rows.len() == PAGE as usize)
-        .map(|r| {
-            let mut p = fpairs.clone();
-            p.push(("before_id", r.id.to_string()));
-            format!("/ui/mails?{}", search::query(&p))
-        });
+    let older = page.older.map(|id| {
+        let mut p = fpairs.clone();
+        p.push(("before_id", id.to_string()));
+        format!("/ui/mails?{}", search::query(&p))
+    });
     let get = |k: &str| search::first(&pairs, k).unwrap_or("").to_owned();
     let can_act = s.role == Role::Operator;
     let body = html! {
@@ -349,7 +347,7 @@ pub(super) async fn mails(
                 thead { tr { th {} th { "id" } th { "state" } th { "kind" } th { "subscription" }
                              th { "to" } th { "attempts" } th { "owed since" } th { "last error" } } }
                 tbody {
-                    @for r in &rows {
+                    @for r in rows {
                         tr {
                             td { @if can_act { input type="checkbox" name="id" value=(r.id); } }
                             td { a href={ "/ui/mails/" (r.id) } { (r.id) } }
@@ -366,6 +364,10 @@ pub(super) async fn mails(
             }
         }
         @if rows.is_empty() { p { "No mail matches." } }
+        @if let (Some((from, to)), Some(_), true) = (page.searched, page.older, rows.len() < PAGE as usize) {
+            p.note #searched { "Searched mails " (from) " to " (to - 1) " (at most " (MAIL_SCAN)
+                " a page for this filter; a subscription or a failed or owed state searches them all at once): older ones may match too." }
+        }
         @if let Some(href) = older { p { a href=(href) { "Older →" } } }
     };
     frame(&c, &s, "Mails", body).await
@@ -674,11 +676,7 @@ pub(super) async fn disable_requests(axum::extract::State(c): State, s: Session)
 
 pub(super) async fn jobs(axum::extract::State(c): State, s: Session) -> Response {
     let d = &c.http.deliverer;
-    let list = match d
-        .store
-        .jobs(None, 100, d.settings.mail.retry.max_attempts)
-        .await
-    {
+    let list = match d.store.queue_jobs(None, 100).await {
         Ok(l) => l,
         Err(e) => return internal(e),
     };
@@ -693,7 +691,7 @@ pub(super) async fn jobs(axum::extract::State(c): State, s: Session) -> Response
         table {
             thead { tr { th { "job" } th { "queue" } th { "status" } th { "attempts" } th { "runs / ran" } th { "last result" } th {} } }
             tbody {
-                @for j in list.iter().filter(|j| !j.id.starts_with("send:")) {
+                @for j in &list {
                     tr {
                         td { (j.key.clone().unwrap_or_else(|| j.id.clone())) }
                         td { (j.queue) }
@@ -765,7 +763,7 @@ pub(super) async fn subscription(
         ..MailFilter::default()
     };
     let mails = match d.store.console_mails(&filter, None, PAGE).await {
-        Ok(r) => r,
+        Ok(r) => r.rows,
         Err(e) => return internal(e),
     };
     let v = report.view();
