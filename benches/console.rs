@@ -228,7 +228,11 @@ async fn console_bench(
             let took = t.elapsed();
             if run == 0 {
                 if let Ok(dir) = std::env::var("RW_BENCH_DUMP") {
-                    let name = format!("{}-{}.html", backend.name(), p.label.replace([' ', ','], "_"));
+                    let name = format!(
+                        "{}-{}.html",
+                        backend.name(),
+                        p.label.replace([' ', ','], "_")
+                    );
                     std::fs::write(std::path::Path::new(&dir).join(name), &body).expect("dump");
                 }
                 if status != reqwest::StatusCode::OK {
