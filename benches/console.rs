@@ -6,7 +6,9 @@
 //!
 //! `RW_BENCH_ROWS=100000` sizes the book (subscriptions and mails alike; 1,000,000 when
 //! unset), `RW_BENCH_RUNS=7` the timed runs per page (after one untimed), and
-//! `RW_BENCH_BACKENDS=sqlite` or `postgresql` runs one store.
+//! `RW_BENCH_BACKENDS=sqlite` or `postgresql` runs one store, `RW_BENCH_KEEP=1` leaves each
+//! database in place (its URL printed) to read plans in `sqlite3` or `psql`, and
+//! `RW_BENCH_DUMP=<dir>` writes each page's first answer there.
 
 mod support;
 
@@ -66,11 +68,15 @@ fn pages(book: &Book) -> Vec<Page> {
         page("counts fragment", "/ui/fragment/counts", "failed (dead)"),
         page("mails", "/ui/mails", "Older →"),
         page("mails, failed", "/ui/mails?state=failed", "550 5.1.1"),
-        page("mails, pending", "/ui/mails?state=pending", "owed"),
+        page(
+            "mails, pending",
+            "/ui/mails?state=pending",
+            "class=\"state owed\"",
+        ),
         page(
             "mails, rare kind",
             "/ui/mails?kind=order_stalled",
-            "order_stalled",
+            "<td>order_stalled</td>",
         ),
         page(
             "mails, one subscription",
@@ -85,7 +91,7 @@ fn pages(book: &Book) -> Vec<Page> {
         page(
             "mails, rare recipient",
             format!("/ui/mails?to={}", mailbook::RARE_RECIPIENT),
-            mailbook::RARE_RECIPIENT,
+            format!("<td>{}</td>", mailbook::RARE_RECIPIENT),
         ),
         page(
             "mails, one day",
@@ -265,7 +271,12 @@ async fn console_bench(
     let _ = stop.send(());
     let _ = server.await;
     store.close().await;
-    db.drop_database().await;
+    if std::env::var_os("RW_BENCH_KEEP").is_some() {
+        println!("  kept: {}", db.url);
+        std::mem::forget(db);
+    } else {
+        db.drop_database().await;
+    }
     Some(figures)
 }
 
