@@ -468,6 +468,15 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{backend}-{name}.png")), png).unwrap();
 }
 
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     // Waits: a click that submits a form may return before the next page is in, and a live
     // fragment may be replaced between finding an element and reading it.
@@ -507,24 +516,14 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     form.set_by_name("token", "not-the-token-0123456789")
         .await
         .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "sign-in").await;
     assert!(text_of(&c, "#login-error").await.contains("not accepted"));
 
     // Sign in; the overview shows the dead mail.
     let form = c.form(Locator::Css("form")).await.unwrap();
     form.set_by_name("name", "Ann").await.unwrap();
     form.set_by_name("token", TOKEN).await.unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "sign-in").await;
     assert!(text_of(&c, "#alarms").await.contains("51 dead mail(s)"));
     shot(&c, "overview").await;
 
@@ -535,23 +534,13 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     )
     .await
     .unwrap();
-    c.find(Locator::Id("pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "pause").await;
     assert!(text_of(&c, "main").await.contains("csrf"));
     assert!(!s.app.store.sending_paused().await.unwrap());
     c.goto(&format!("{base}/ui/")).await.unwrap();
 
     // Pause sending: the banner is on every page.
-    c.find(Locator::Id("pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "pause").await;
     assert!(
         text_of(&c, "#paused")
             .await
@@ -586,18 +575,8 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     shot(&c, "mail").await;
 
     // Retry, confirmed: owed again, but nothing goes while paused.
-    c.find(Locator::Id("retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "retry").await;
+    click(&c, "confirm").await;
     // Failed once already: owed again as a retry.
     assert_eq!(text_of(&c, "#state").await, "retrying");
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -608,12 +587,7 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     );
 
     // Resume: it is sent, once.
-    c.find(Locator::Id("resume"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "resume").await;
     assert!(
         eventually(Duration::from_secs(10), || s.sink.received().len() == 1).await,
         "the retried mail is sent after resuming"
@@ -625,23 +599,13 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
     c.goto(&format!("{base}/ui/mails?q=state:failed+kind:ready"))
         .await
         .unwrap();
-    c.find(Locator::Id("retry-all"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "retry-all").await;
     assert!(
         text_of(&c, "#bulk-count")
             .await
             .starts_with("50 mail(s) match")
     );
-    c.find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "confirm").await;
     assert!(text_of(&c, "#done").await.contains("retry: 50 mail(s)"));
     assert!(
         eventually(Duration::from_secs(20), || s.sink.received().len() == 51).await,
@@ -699,12 +663,7 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(owed, "1", "the count refreshed by itself");
-    c.find(Locator::Id("live"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "live").await;
     s.app
         .event("S1", "activated", Some("https://manage.autodesk.com/x"))
         .await;
