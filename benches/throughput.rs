@@ -22,7 +22,9 @@
 //! working on one figure, `RW_BENCH_BATCH=8` sets `worker.send_batch` (32, the default,
 //! when unset), `RW_BENCH_THREADS=2` sets `worker.threads` (the runtime's threads, which the
 //! sink shares; the daemon's default when unset), and `RW_BENCH_ROUNDS=1` runs each
-//! end-to-end measurement (with its raw sends) once instead of three times. docs/PERFORMANCE.md
+//! end-to-end measurement (with its raw sends) once instead of three times;
+//! `RW_BENCH_SINK_HOLD_MS=2` makes the sink hold each mail that long, as a relay does.
+//! docs/PERFORMANCE.md
 //! says which run each of its figures comes from.
 //!
 //! Sections 1 and 2 also print this process's CPU time per mail (the sink's included, a

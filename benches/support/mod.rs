@@ -282,6 +282,18 @@ impl Sink {
     }
 }
 
+/// How long the sink holds each message before it answers, as a relay does
+/// (`RW_BENCH_SINK_HOLD_MS`, milliseconds; none when unset): a sink that answers at once
+/// makes every cost beside the send loom large.
+static HOLD: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    Duration::from_millis(
+        std::env::var("RW_BENCH_SINK_HOLD_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+});
+
 /// One SMTP session. The sink acknowledges every segment at once (TCP_QUICKACK): lettre 0.11
 /// leaves Nagle's algorithm on and writes a message's end (`.`) apart from its body, so a
 /// server that delays its ACKs (the Linux default, 40 ms) would make every figure measure that
@@ -302,6 +314,9 @@ async fn session(socket: tokio::net::TcpStream, count: Arc<AtomicU64>) -> std::i
         if in_data {
             if line == ".\r\n" {
                 in_data = false;
+                if !HOLD.is_zero() {
+                    tokio::time::sleep(*HOLD).await;
+                }
                 count.fetch_add(1, Ordering::SeqCst);
                 r.get_mut().write_all(b"250 accepted\r\n").await?;
             }

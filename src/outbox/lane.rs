@@ -23,7 +23,7 @@ use crate::store::Backend;
 /// plus a few, because a lane's mails hold no send slot while it claims or records its batch,
 /// and the slots stay busy only if other lanes have mail waiting meanwhile. SQLite takes two
 /// more (claims and records queue at its one write lock, so further lanes only wait there);
-/// PostgreSQL four (a claim and a record are round trips that wait for the log's flush). With
+/// PostgreSQL four (a claim and a record are round trips to another process). With
 /// one mail a batch, one lane per send slot. (Figures: docs/PERFORMANCE.md.)
 pub fn lane_count(w: &WorkerSettings, backend: Backend) -> usize {
     let batch = usize::try_from(w.send_batch).unwrap_or(1).max(1);

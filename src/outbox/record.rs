@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::{Deliverer, OutboxError};
 use crate::retry::Backoff;
-use crate::store::{FinishedAttempt, Store, StoreError};
+use crate::store::{FinishedAttempt, RecordLine, Store, StoreError};
 
 /// The most records one commit takes: every statement stays far under the backends' limits
 /// on bound parameters.
@@ -77,6 +77,7 @@ impl Recorder {
 
 async fn commit_loop(store: Store, lease: Duration, mut rx: mpsc::UnboundedReceiver<Waiting>) {
     let mut group: Vec<Waiting> = Vec::new();
+    let mut line = RecordLine::default();
     while rx.recv_many(&mut group, MOST_PER_COMMIT).await > 0 {
         let attempts: Vec<FinishedAttempt> = group.iter().map(|w| w.attempt.clone()).collect();
         let claimed = group
@@ -84,7 +85,7 @@ async fn commit_loop(store: Store, lease: Duration, mut rx: mpsc::UnboundedRecei
             .map(|w| w.claimed)
             .min()
             .unwrap_or_else(Instant::now);
-        let result = record_patiently(&store, &attempts, claimed, lease).await;
+        let result = record_patiently(&store, Some(&mut line), &attempts, claimed, lease).await;
         match result {
             Ok(kept) => {
                 for (w, kept) in group.drain(..).zip(kept) {
@@ -108,6 +109,7 @@ async fn commit_loop(store: Store, lease: Duration, mut rx: mpsc::UnboundedRecei
 /// lease of the oldest claim is nearly over.
 async fn record_patiently(
     store: &Store,
+    mut line: Option<&mut RecordLine>,
     attempts: &[FinishedAttempt],
     claimed: Instant,
     lease: Duration,
@@ -117,7 +119,10 @@ async fn record_patiently(
     let mut failures = 0;
     loop {
         let wait = WAIT.delay(failures + 1);
-        match store.finish_attempts(attempts).await {
+        match store
+            .finish_attempts_on(line.as_deref_mut(), attempts)
+            .await
+        {
             Ok(kept) => return Ok(kept),
             Err(e) if Instant::now() + wait < give_up => {
                 warn!(error = %e, retry_in = ?wait, "recording the attempts failed; retrying");
@@ -176,6 +181,7 @@ impl RecordPending<'_> {
                 let lease = deliverer.settings.worker.sending_lease;
                 let kept = record_patiently(
                     &deliverer.store,
+                    None,
                     std::slice::from_ref(&*attempt),
                     claimed,
                     lease,

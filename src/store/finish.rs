@@ -44,6 +44,16 @@ impl Store {
     /// the claim had been lost meanwhile (lease expired and another worker took over), and
     /// then only the attempt itself is recorded.
     pub async fn finish_attempts(&self, fs: &[FinishedAttempt]) -> Result<Vec<bool>, StoreError> {
+        self.finish_attempts_on(None, fs).await
+    }
+
+    /// As [`Store::finish_attempts`], the usual record (every mail sent) on PostgreSQL going
+    /// through `line` when given: see [`RecordLine`].
+    pub async fn finish_attempts_on(
+        &self,
+        line: Option<&mut RecordLine>,
+        fs: &[FinishedAttempt],
+    ) -> Result<Vec<bool>, StoreError> {
         const RECORD_HEAD: &str = "INSERT INTO delivery_attempts (outbox_id, attempt, worker,
                started_at, finished_at, outcome, smtp_code, detail) VALUES";
         const RECORD_TAIL: &str = "ON CONFLICT (outbox_id, attempt) DO NOTHING";
@@ -147,20 +157,10 @@ impl Store {
             // lost gets its attempt row afterwards; that row only informs.
             let kept_ids: HashSet<i64> = match &self.db {
                 Db::Sqlite(p) => p.mark_sent(fs).fetch_all(p).await?.into_iter().collect(),
-                Db::Postgres(p) => {
-                    // A send slot waits for this commit (the crash bound), so its latency is
-                    // on every mail's path, and a durable commit's WAL flush costs several
-                    // times a send to a nearby relay. Not waiting for the disk loses nothing
-                    // to a daemon crash; a database server crash may roll back the last
-                    // fraction of a second of these records, whose mails are then sent again
-                    // (as SQLite's synchronous=NORMAL does on power loss).
-                    let mut tx = p
-                        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-                        .await?;
-                    let ids = p.mark_sent(fs).fetch_all(&mut *tx).await?;
-                    tx.commit().await?;
-                    ids.into_iter().collect()
-                }
+                Db::Postgres(p) => match line {
+                    Some(line) => line.mark_sent(p, fs).await?.into_iter().collect(),
+                    None => p.mark_sent(fs).fetch_all(p).await?.into_iter().collect(),
+                },
             };
             let kept: Vec<bool> = fs.iter().map(|f| kept_ids.contains(&f.outbox_id)).collect();
             let lost = unrecorded(&kept);
@@ -219,6 +219,46 @@ impl Store {
             self.owed_changed();
         }
         Ok(kept)
+    }
+}
+
+/// The daemon's recorder's own connection to PostgreSQL, opened on first use and again after
+/// an error. A send slot waits for its record's commit (the crash bound), so that commit's
+/// latency is on every mail's path: on this connection it is one round trip, where the pool
+/// adds a check of the connection on the way out and on the way back, and it does not wait
+/// for the WAL flush, which costs several times a send to a nearby relay. Not waiting for the
+/// disk loses nothing to a daemon crash; a database server crash may roll back the last
+/// fraction of a second of these records, whose mails are then sent again (as SQLite's
+/// synchronous=NORMAL does on power loss). On SQLite the pool serves.
+#[derive(Debug, Default)]
+pub struct RecordLine(Option<sqlx::PgConnection>);
+
+impl RecordLine {
+    /// Marks the mails `fs` sent, in a commit of their own; the ids marked.
+    async fn mark_sent(
+        &mut self,
+        pool: &PgPool,
+        fs: &[FinishedAttempt],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let conn = match &mut self.0 {
+            Some(conn) => conn,
+            None => {
+                let options = (*pool.connect_options())
+                    .clone()
+                    .options([("synchronous_commit", "off")]);
+                let timeout = pool.options().get_acquire_timeout();
+                let conn = tokio::time::timeout(timeout, sqlx::ConnectOptions::connect(&options))
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+                self.0.insert(conn)
+            }
+        };
+        let marked = pool.mark_sent(fs).fetch_all(&mut *conn).await;
+        if marked.is_err() {
+            // Broken or not, a fresh connection for the next try.
+            self.0 = None;
+        }
+        marked
     }
 }
 

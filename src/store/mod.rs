@@ -41,7 +41,7 @@ pub use console::{
 pub use corrections::UrlCorrection;
 pub use daemons::DaemonRow;
 pub use disable::{DisableRecord, DisableRecorded, DisableRow};
-pub use finish::{AttemptOutcome, FinishedAttempt};
+pub use finish::{AttemptOutcome, FinishedAttempt, RecordLine};
 pub use outbox::{DeliveryAttempt, Enqueued, NewNotification, OutboxState};
 pub use provisioning::{
     Abandoned, OVERLAPPING_ORDER, OrderInFlight, ProvisioningAuditRow, StepRecorded,
