@@ -97,19 +97,13 @@ pub async fn timeline_report(
     at: DateTime<Utc>,
 ) -> Result<TimelineReport, ServiceError> {
     let ctx = subscription(store, id).await?;
-    let planned = Planned::new(settings, calendars, ctx, at)?;
-    let mut states = Vec::new();
-    for key in &planned.keys {
-        states.push(store.outbox_by_key(key).await?.map(|row| row.state));
-    }
-    let requests = store.disable_requests(id.as_str()).await?;
-    let audit = store.provisioning_audit(id.as_str()).await?;
-    Ok(planned.report(at, states, requests, audit))
+    let mut reports = timeline_reports(store, settings, calendars, vec![ctx], at).await?;
+    Ok(reports.remove(0))
 }
 
-/// The timelines of `ctxs` as of `at`, in their order, each as [`timeline_report`] gathers
-/// it: the outbox, the disable requests and the provisioning audit read once for all of
-/// them (a list page of renewals would otherwise read them once per subscription).
+/// The timelines of `ctxs` as of `at`, in their order: the outbox, the disable requests and
+/// the provisioning audit read once for all of them (a list page of renewals would otherwise
+/// read them once per subscription).
 pub async fn timeline_reports(
     store: &Store,
     settings: &Settings,

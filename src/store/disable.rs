@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::outbox::{INSERT_OWED, NewNotification, insert_owed};
-use super::sql::{DbRow, from_millis, millis};
+use super::sql::{DbRow, FromDbRow, from_millis, millis};
 use super::{Store, StoreError, db};
 
 /// A decided request to disable auto-renew, as it is to be recorded.
@@ -182,26 +182,18 @@ impl Store {
         &self,
         subscriptions: &[&str],
     ) -> Result<Vec<(String, DisableRow)>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in subscriptions.chunks(500) {
-            db!(self, |p, stmt| {
-                let sql = format!(
+        self.rows_among(
+            |list| {
+                format!(
                     "SELECT id, subscription_id, request_key, requested_by, requested_at,
                        decided_at, via, seen_assigned, seen_term_end, decision, reason,
                        cutoff_at, effective_term_end, renews_once_more
-                     FROM disable_requests WHERE subscription_id IN ({}) ORDER BY id",
-                    super::sql::placeholders(chunk.len())
-                );
-                let mut q = sqlx::query(stmt(&sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for r in q.fetch_all(p).await? {
-                    out.push((r.col("subscription_id")?, disable_from_row(&r)?));
-                }
-            });
-        }
-        Ok(out)
+                     FROM disable_requests WHERE subscription_id IN ({list}) ORDER BY id"
+                )
+            },
+            subscriptions,
+        )
+        .await
     }
 
     /// Ids among these whose auto-renew was disabled by an accepted request (irrevocable).
@@ -215,6 +207,13 @@ impl Store {
 }
 
 /// A `disable_requests` row (the columns [`Store::disable_rows`] selects) as operators see it.
+/// A decision with the subscription it is about.
+impl FromDbRow for (String, DisableRow) {
+    fn from_row(r: &impl DbRow) -> Result<Self, StoreError> {
+        Ok((r.col("subscription_id")?, disable_from_row(r)?))
+    }
+}
+
 pub(super) fn disable_from_row(r: &impl DbRow) -> Result<DisableRow, StoreError> {
     Ok(DisableRow {
         id: r.col("id")?,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::outbox::{INSERT_OWED, NewNotification, insert_owed, owe_in};
-use super::sql::{DbRow, from_millis, millis};
+use super::sql::{DbRow, FromDbRow, from_millis, millis};
 use super::{Enqueued, OutboxState, Store, StoreError, db, rows};
 use crate::domain::{Provisioning, ProvisioningEvent};
 
@@ -265,16 +265,7 @@ impl Store {
         &self,
         subscription: &str,
     ) -> Result<Vec<ProvisioningAuditRow>, StoreError> {
-        db!(self, |p, stmt| {
-            let rows = sqlx::query(stmt(
-                "SELECT id, subscription_id, reseller_id, action, at, via, reason, flag, overlapping
-                 FROM provisioning_audit WHERE subscription_id = ? ORDER BY id",
-            ))
-            .bind(subscription)
-            .fetch_all(p)
-            .await?;
-            rows.iter().map(audit_from_row).collect()
-        })
+        self.provisioning_audits(&[subscription]).await
     }
 
     /// The provisioning audit of each of `subscriptions`, in one read per 500: rows in id
@@ -283,25 +274,17 @@ impl Store {
         &self,
         subscriptions: &[&str],
     ) -> Result<Vec<ProvisioningAuditRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in subscriptions.chunks(500) {
-            db!(self, |p, stmt| {
-                let sql = format!(
+        self.rows_among(
+            |list| {
+                format!(
                     "SELECT id, subscription_id, reseller_id, action, at, via, reason, flag,
                        overlapping
-                     FROM provisioning_audit WHERE subscription_id IN ({}) ORDER BY id",
-                    super::sql::placeholders(chunk.len())
-                );
-                let mut q = sqlx::query(stmt(&sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for r in q.fetch_all(p).await? {
-                    out.push(audit_from_row(&r)?);
-                }
-            });
-        }
-        Ok(out)
+                     FROM provisioning_audit WHERE subscription_id IN ({list}) ORDER BY id"
+                )
+            },
+            subscriptions,
+        )
+        .await
     }
 
     /// Provisioning steps recorded while another order of the same reseller was in flight.
@@ -321,6 +304,12 @@ impl Store {
             .ids_among("SELECT id FROM resellers WHERE", &[reseller])
             .await?
             .is_empty())
+    }
+}
+
+impl FromDbRow for ProvisioningAuditRow {
+    fn from_row(r: &impl DbRow) -> Result<Self, StoreError> {
+        audit_from_row(r)
     }
 }
 

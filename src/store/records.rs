@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::outbox::{NewNotification, insert_owed};
-use super::sql::{millis, numbered_placeholders, placeholders};
+use super::sql::{FromDbRow, millis, numbered_placeholders, placeholders};
 use super::{Backend, Store, StoreError, db, rows};
 use crate::domain::SubscriptionId;
 use crate::domain::{Customer, Reseller, Subscription, SubscriptionContext};
@@ -241,6 +241,28 @@ impl Store {
         })
     }
 
+    /// The rows `select` reads for `ids`, in one read per 500: `select` is given the list of
+    /// placeholders for its `IN (...)`; each row becomes a `T`.
+    pub(super) async fn rows_among<T: FromDbRow>(
+        &self,
+        select: impl Fn(&str) -> String,
+        ids: &[&str],
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            db!(self, |p, stmt| {
+                let mut q = sqlx::query(stmt(&select(&placeholders(chunk.len()))));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for r in q.fetch_all(p).await? {
+                    out.push(T::from_row(&r)?);
+                }
+            });
+        }
+        Ok(out)
+    }
+
     /// Every active subscription with its parties, for whole-book views (`simulate`).
     pub async fn active_subscription_contexts(
         &self,
@@ -258,21 +280,11 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<Vec<SubscriptionContext>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            db!(self, |p, stmt| {
-                let sql =
-                    rows::context_select(&format!("WHERE s.id IN ({})", placeholders(chunk.len())));
-                let mut q = sqlx::query(stmt(&sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for r in q.fetch_all(p).await? {
-                    out.push(rows::context_from_row(&r)?);
-                }
-            });
-        }
-        Ok(out)
+        self.rows_among(
+            |list| rows::context_select(&format!("WHERE s.id IN ({list})")),
+            ids,
+        )
+        .await
     }
 
     /// The subscription with this id and its parties, as stored (checked when written).

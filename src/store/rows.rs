@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::sql::{DbRow, from_millis};
+use super::sql::{DbRow, FromDbRow, from_millis};
 use super::{OutboxState, StoreError};
 use crate::domain::{
     AssignedLicenses, Billing, Csn, CustomerId, EmailAddress, ProductId, ResellerId, Seats,
@@ -103,6 +103,12 @@ pub(super) fn provisioning_from_row(r: &impl DbRow) -> Result<Provisioning, Stor
         abandon_reason: r.col("order_abandon_reason")?,
         in_flight: r.col("order_in_flight")?,
     })
+}
+
+impl FromDbRow for SubscriptionContext {
+    fn from_row(r: &impl DbRow) -> Result<Self, StoreError> {
+        context_from_row(r)
+    }
 }
 
 pub(super) fn context_from_row(r: &impl DbRow) -> Result<SubscriptionContext, StoreError> {

@@ -75,6 +75,13 @@ pub(super) trait DbRow {
     fn col<T: Col>(&self, col: &str) -> Result<T, sqlx::Error>;
 }
 
+/// A value made from one result row of either backend (see [`Store::rows_among`]).
+///
+/// [`Store::rows_among`]: super::Store::rows_among
+pub(super) trait FromDbRow: Sized {
+    fn from_row(r: &impl DbRow) -> Result<Self, super::StoreError>;
+}
+
 impl DbRow for sqlx::sqlite::SqliteRow {
     fn col<T: Col>(&self, col: &str) -> Result<T, sqlx::Error> {
         T::sqlite(self, col)
