@@ -250,26 +250,7 @@ pub async fn fill(
         n = n.max(1),
     ));
 
-    match backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(url).await?;
-            for s in sql {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            conn.close().await?;
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(url).await?;
-            for s in sql {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            conn.close().await?;
-        }
-    }
+    execute_all(url, backend, sql).await?;
     Ok(book)
 }
 
@@ -291,24 +272,28 @@ pub async fn settle_jobs(url: &str, waiting: u32, dead: u32) -> Result<(), sqlx:
              WHERE id IN (SELECT id FROM {table} ORDER BY run_at, id LIMIT {dead})"
         ),
     ];
+    execute_all(url, backend, sql).await
+}
+
+/// Runs each of `sql` in turn on one connection of its own to `url`.
+async fn execute_all(
+    url: &str,
+    backend: Backend,
+    sql: impl IntoIterator<Item = String>,
+) -> Result<(), sqlx::Error> {
+    macro_rules! run_on {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await?;
+            for s in sql {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            conn.close().await
+        }};
+    }
     match backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(url).await?;
-            for s in sql {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            conn.close().await
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(url).await?;
-            for s in sql {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            conn.close().await
-        }
+        Backend::Sqlite => run_on!(sqlx::SqliteConnection),
+        Backend::Postgres => run_on!(sqlx::PgConnection),
     }
 }
