@@ -30,7 +30,9 @@
 //! Sections 1 and 2 also print this process's CPU time per mail (the sink's included, a
 //! PostgreSQL server's not), section 2 the whole machine's too (the server's included), both
 //! the SMTP sessions the sends opened, and section 2 how long one SMTP conversation took in
-//! the worker (its `smtp_seconds` histogram) against a raw send's (concurrency over rate).
+//! the worker (its `smtp_seconds` histogram) against a raw send's (concurrency over rate),
+//! and how long a mail then waited for its record (`record_wait_seconds`): a send slot is
+//! held through both, so `c` at once send at most `c / (conversation + wait)` mails/s.
 //! The sink shares the machine's cores, so once both runs keep every core busy, raw CPU per
 //! send over end-to-end machine CPU per mail bounds the end-to-end share of the raw send rate.
 
@@ -256,6 +258,9 @@ struct EndToEnd {
     /// Mean seconds of one SMTP conversation (from taking a send slot until the server's
     /// answer), from the worker's own `smtp_seconds` histogram.
     send: f64,
+    /// Mean seconds from the server's answer until the mail's record committed (its send
+    /// slot held meanwhile), from the worker's `record_wait_seconds` histogram.
+    record: f64,
 }
 
 /// End to end: `n` ready events recorded, then the daemon's worker started with `c` mails at
@@ -303,6 +308,8 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
     let sessions = sink.sessions() - sessions;
     let smtp = &metrics.smtp_seconds;
     let send = smtp.sum() / smtp.count().max(1) as f64;
+    let waited = &metrics.record_wait_seconds;
+    let record = waited.sum() / waited.count().max(1) as f64;
     stop.cancel();
     worker.await.expect("worker task").expect("worker");
     store.close().await;
@@ -314,6 +321,7 @@ async fn end_to_end(backend: Backend, sink: &Sink, c: usize) -> EndToEnd {
         machine,
         sessions,
         send,
+        record,
     }
 }
 
@@ -589,6 +597,7 @@ async fn bench_main() {
                         machine,
                         sessions,
                         send,
+                        record,
                     } = end_to_end(b, &sink, c).await;
                     let (after, cpu_after, _) = raw_sends(&sink, message.clone(), c).await;
                     let raw_send = (before + after) / 2.0;
@@ -610,7 +619,7 @@ async fn bench_main() {
                         String::new()
                     };
                     println!(
-                        "  {:<10} {c:>2} at once{round}: {e2e:>6.0} mails/s = {:.2} of raw sends (just before and after: {before:.0}/s, {after:.0}/s), {:.2} of raw outbox commits{noop}; events recorded {events:.0}/s; CPU per mail {:.0} us (raw send {:.0} us), machine's {:.0} us; {sessions} SMTP sessions; one SMTP conversation {:.0} us (raw send {:.0} us)",
+                        "  {:<10} {c:>2} at once{round}: {e2e:>6.0} mails/s = {:.2} of raw sends (just before and after: {before:.0}/s, {after:.0}/s), {:.2} of raw outbox commits{noop}; events recorded {events:.0}/s; CPU per mail {:.0} us (raw send {:.0} us), machine's {:.0} us; {sessions} SMTP sessions; one SMTP conversation {:.0} us (raw send {:.0} us), then the wait for its record {:.0} us",
                         b.name(),
                         e2e / raw_send,
                         e2e / commits,
@@ -620,6 +629,7 @@ async fn bench_main() {
                         send * 1e6,
                         // Little's law: c sends in flight at `raw_send` per second.
                         c as f64 / raw_send * 1e6,
+                        record * 1e6,
                     );
                     shares.push(e2e / raw_send);
                 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub mails: Family<MailLabels, Counter>,
     pub poll_seconds: Histogram,
     pub smtp_seconds: Histogram,
+    pub record_wait_seconds: Histogram,
     pub queue_depth: Gauge,
     pub oldest_pending_seconds: Gauge,
     pub owed_mails: Gauge,
@@ -50,6 +51,7 @@ impl Metrics {
         let mails = Family::<MailLabels, Counter>::default();
         let poll_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let smtp_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let record_wait_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let queue_depth = Gauge::default();
         let oldest_pending_seconds = Gauge::default();
         let owed_mails = Gauge::default();
@@ -73,6 +75,11 @@ impl Metrics {
             "smtp_send_duration_seconds",
             "Duration of handing one mail to the transport",
             smtp_seconds.clone(),
+        );
+        r.register(
+            "record_wait_seconds",
+            "From the server's answer to a mail until its record commits: how long a crash would send it again; its send slot is held meanwhile",
+            record_wait_seconds.clone(),
         );
         r.register("queue_depth", "Jobs waiting to run", queue_depth.clone());
         r.register(
@@ -114,6 +121,7 @@ impl Metrics {
             mails,
             poll_seconds,
             smtp_seconds,
+            record_wait_seconds,
             queue_depth,
             oldest_pending_seconds,
             owed_mails,

@@ -90,6 +90,41 @@ pub async fn mark_sent(url: &str, n: u32) -> Result<String, sqlx::Error> {
     }
 }
 
+/// The record of `n` mails sent as the daemon's recorder runs it on PostgreSQL: on a
+/// connection with its session settings, the plan kept for every batch (a generic one).
+/// `None` on SQLite, where the pool's connections record.
+pub async fn mark_sent_on_record_line(url: &str, n: u32) -> Result<Option<String>, sqlx::Error> {
+    if backend(url)? == Backend::Sqlite {
+        return Ok(None);
+    }
+    let sent: Vec<(i64, i64, i64)> = (1..=i64::from(n)).map(|id| (id, 1, 0)).collect();
+    let statements::MarkSentStatement::Postgres(sql, _) =
+        statements::mark_sent(Backend::Postgres, &sent)
+    else {
+        unreachable!("asked for PostgreSQL's statement");
+    };
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .options(statements::RECORD_LINE_SETTINGS);
+    let mut conn = PgConnection::connect_with(&options).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE record AS {sql}")))
+        .execute(&mut conn)
+        .await?;
+    let array = |f: fn(i64) -> i64| {
+        let items: Vec<String> = (1..=i64::from(n)).map(|i| f(i).to_string()).collect();
+        format!("'{{{}}}'", items.join(","))
+    };
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE record({}, {}, {})",
+        array(|id| id),
+        array(|_| 1),
+        array(|_| 0)
+    )))
+    .fetch_all(&mut conn)
+    .await?;
+    Ok(Some(plan.join("; ")))
+}
+
 /// A console list of mail for `filter`, one an index serves (a subscription, a state): it
 /// must read that index, not the table from its newest mail down.
 pub async fn console_mails(url: &str, filter: &MailFilter) -> Result<String, sqlx::Error> {

@@ -189,8 +189,12 @@ impl Deliverer {
                         span,
                     } => {
                         let id = attempt.outbox_id;
+                        let answered = std::time::Instant::now();
                         let kept = self.record(*attempt, claimed).committed().await;
                         drop(slot);
+                        self.metrics
+                            .record_wait_seconds
+                            .observe(answered.elapsed().as_secs_f64());
                         Ended::Finished {
                             id,
                             kept,

@@ -60,7 +60,9 @@ pub use rows::OutboxRow;
 pub mod statements {
     pub use super::claim::claim_due_statement as claim_due;
     pub use super::console::{Bind, console_mails_statement as console_mails};
-    pub use super::finish::{MarkSentStatement, mark_sent_statement as mark_sent};
+    pub use super::finish::{
+        MarkSentStatement, RECORD_LINE_SETTINGS, mark_sent_statement as mark_sent,
+    };
     pub use super::records::due_contexts_statement as due_contexts;
 }
 

@@ -864,6 +864,16 @@ async fn a_batch_record_probes_the_primary_key_right_after_a_burst_of_owed_mail(
             assert!(!record.contains("Seq Scan on outbox"), "{record}");
         }
     }
+    // The daemon's recorder keeps one generic plan for every batch: it must probe too.
+    if let Some(generic) = crate::explain::mark_sent_on_record_line(&app.settings.database.url, 32)
+        .await
+        .unwrap()
+    {
+        assert!(generic.contains("on outbox_pkey"), "{generic}");
+        assert!(!generic.contains("Seq Scan on outbox"), "{generic}");
+        // A generic plan: the ids stay a parameter.
+        assert!(generic.contains("$1"), "{generic}");
+    }
 }
 
 // An idle lane sleeps until the next owed mail is due or `worker.poll_interval` (here half a
