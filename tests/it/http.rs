@@ -330,6 +330,11 @@ async fn metrics_count_real_work() {
         after.contains("renewal_worker_smtp_send_duration_seconds_count 2"),
         "{after}"
     );
+    // Each mail sent waited for its record, and said so.
+    assert!(
+        after.contains("renewal_worker_record_wait_seconds_count 2"),
+        "{after}"
+    );
     assert!(after.contains("renewal_worker_owed_mails 0"), "{after}");
     assert!(after.contains("renewal_worker_queue_depth"), "{after}");
 }
