@@ -97,9 +97,9 @@ pub async fn mark_sent_on_record_line(url: &str, n: u32) -> Result<Option<String
     if backend(url)? == Backend::Sqlite {
         return Ok(None);
     }
-    let sent: Vec<(i64, i64, i64)> = (1..=i64::from(n)).map(|id| (id, 1, 0)).collect();
+    // PostgreSQL's statement is the same for every batch: its text alone is needed.
     let statements::MarkSentStatement::Postgres(sql, _) =
-        statements::mark_sent(Backend::Postgres, &sent)
+        statements::mark_sent(Backend::Postgres, &[])
     else {
         unreachable!("asked for PostgreSQL's statement");
     };

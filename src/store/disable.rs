@@ -206,7 +206,6 @@ impl Store {
     }
 }
 
-/// A `disable_requests` row (the columns [`Store::disable_rows`] selects) as operators see it.
 /// A decision with the subscription it is about.
 impl FromDbRow for (String, DisableRow) {
     fn from_row(r: &impl DbRow) -> Result<Self, StoreError> {
@@ -214,6 +213,7 @@ impl FromDbRow for (String, DisableRow) {
     }
 }
 
+/// A `disable_requests` row (the columns [`Store::disable_rows`] selects) as operators see it.
 pub(super) fn disable_from_row(r: &impl DbRow) -> Result<DisableRow, StoreError> {
     Ok(DisableRow {
         id: r.col("id")?,

@@ -593,16 +593,15 @@ async fn an_operator_finds_a_dead_mail_and_retries_it_in_a_browser() {
         "the retried mail is sent after resuming"
     );
     // The sink has the mail as soon as it is sent; its record commits a moment later.
-    let mut state = String::new();
-    for _ in 0..50 {
-        c.goto(&format!("{base}/ui/mails/{id}")).await.unwrap();
-        state = text_of(&c, "#state").await;
-        if state == "sent" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(state, "sent");
+    let page = format!("{base}/ui/mails/{id}");
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            c.goto(&page).await.unwrap();
+            text_of(&c, "#state").await == "sent"
+        })
+        .await,
+        "the retried mail's page says sent"
+    );
 
     // Bulk retry of a filter of 50: the count first, then each sent once.
     c.goto(&format!("{base}/ui/mails?q=state:failed+kind:ready"))
