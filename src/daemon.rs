@@ -196,6 +196,7 @@ pub async fn run_worker(
             "batches still sending at the end of the grace period were left"
         );
     }
+    deliverer.mailer.close().await;
     jobs
 }
 

@@ -5,20 +5,17 @@
 //! reply about it is permanent.
 
 mod probe;
+mod smtp;
 
 use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{
-    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-};
-use secrecy::ExposeSecret;
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailSettings, SmtpTls, TransportKind};
+use smtp::{Conversation, SmtpPool};
 
 pub use probe::probe_relay;
 
@@ -69,15 +66,15 @@ pub struct OutgoingMail {
 
 #[derive(Clone)]
 enum Inner {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(std::sync::Arc<SmtpPool>),
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
 #[derive(Clone)]
 pub struct Mailer {
     inner: Inner,
-    /// Bound on one whole send: lettre's own timeout does not cover a server that accepts the
-    /// connection and then says nothing.
+    /// Bound on one whole send (its two steps together): lettre's own timeout does not cover
+    /// a server that accepts the connection and then says nothing.
     send_timeout: Duration,
     from: Mailbox,
     reply_to: Option<Mailbox>,
@@ -109,35 +106,18 @@ impl Mailer {
             }
             TransportKind::Smtp => {
                 let smtp = &s.smtp;
-                let host_err = |e: lettre::transport::smtp::Error| MailError::Setting {
-                    key: "mail.smtp.host",
-                    value: smtp.host.clone(),
-                    reason: e.to_string(),
-                };
-                let mut builder = match smtp.tls {
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-                    }
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                            .map_err(host_err)?
-                    }
-                    SmtpTls::Tls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host).map_err(host_err)?
-                    }
-                }
-                .port(smtp.port)
-                .timeout(Some(smtp.timeout))
-                .pool_config(
-                    PoolConfig::new()
-                        .max_size(smtp.pool_max_size)
-                        .idle_timeout(smtp.pool_idle_timeout),
-                );
-                if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-                    builder = builder.credentials(Credentials::new(
-                        user.clone(),
-                        password.expose_secret().to_owned(),
-                    ));
+                if smtp.tls != SmtpTls::None {
+                    // Refused here, not at the first send: a host TLS cannot name.
+                    let refused = |reason: String| MailError::Setting {
+                        key: "mail.smtp.host",
+                        value: smtp.host.clone(),
+                        reason,
+                    };
+                    rustls::pki_types::ServerName::try_from(smtp.host.as_str())
+                        .map_err(|e| refused(e.to_string()))?;
+                    crate::install_tls_provider();
+                    lettre::transport::smtp::client::TlsParameters::new(smtp.host.clone())
+                        .map_err(|e| refused(e.to_string()))?;
                 }
                 let tls = match smtp.tls {
                     SmtpTls::None => "plain",
@@ -145,7 +125,7 @@ impl Mailer {
                     SmtpTls::Tls => "tls",
                 };
                 (
-                    Inner::Smtp(builder.build()),
+                    Inner::Smtp(std::sync::Arc::new(SmtpPool::new(smtp.clone()))),
                     format!("smtp://{}:{} ({tls})", smtp.host, smtp.port),
                 )
             }
@@ -204,48 +184,99 @@ impl Mailer {
             .map_err(|e| MailError::Build(e.to_string()))
     }
 
+    /// Sends `message`: [`Mailer::begin`], then [`Handover::finish`] at once.
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        match &self.inner {
-            Inner::Smtp(t) => {
-                let sent = match tokio::time::timeout(self.send_timeout, t.send(message)).await {
-                    Ok(result) => result.map(|_| ()).map_err(classify_smtp),
-                    Err(_) => Err(SendError::Relay {
-                        code: None,
-                        throttled: false,
-                        detail: format!(
-                            "no complete answer from the SMTP server within {}",
-                            humantime::format_duration(self.send_timeout)
-                        ),
-                    }),
-                };
-                // lettre hands the connection back to its pool in a task of its own: a send
-                // that starts right after this one returns would often find the pool empty and
-                // open a new connection, which the pool then closes as surplus (118-252
-                // sessions per 10,000 mails, 16 at once, instead of 16). One yield lets that
-                // task run first.
-                tokio::task::yield_now().await;
-                sent
+        self.begin(message).await?.finish().await
+    }
+
+    /// The first step of a send: over SMTP the mail is opened (MAIL, RCPT, DATA), and the
+    /// server has taken nothing yet; [`Handover::finish`] hands the message over.
+    pub async fn begin(&self, message: Message) -> Result<Handover<'_>, SendError> {
+        let started = std::time::Instant::now();
+        let step = match &self.inner {
+            Inner::Smtp(pool) => {
+                let body = message.formatted();
+                let conversation = self
+                    .within(self.send_timeout, pool.begin(message.envelope(), &body))
+                    .await?;
+                Step::Smtp(Box::new(conversation), body)
             }
-            Inner::File(t) => t.send(message).await.map(|_| ()).map_err(|e| {
+            Inner::File(t) => Step::File(t, Box::new(message)),
+        };
+        Ok(Handover {
+            mailer: self,
+            step,
+            spent: started.elapsed(),
+        })
+    }
+
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        step: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, SendError> {
+        match tokio::time::timeout(limit, step).await {
+            Ok(result) => result.map_err(classify_smtp),
+            Err(_) => Err(SendError::Relay {
+                code: None,
+                throttled: false,
+                detail: format!(
+                    "no complete answer from the SMTP server within {}",
+                    humantime::format_duration(self.send_timeout)
+                ),
+            }),
+        }
+    }
+
+    /// Whether the transport can be reached now (SMTP: a NOOP over a pooled or new
+    /// connection).
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        match &self.inner {
+            Inner::Smtp(pool) => match tokio::time::timeout(timeout, pool.check()).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            },
+            Inner::File(_) => Ok(()),
+        }
+    }
+
+    /// Closes the connections kept open (SMTP: QUIT on each), within `mail.smtp.timeout`.
+    pub async fn close(&self) {
+        if let Inner::Smtp(pool) = &self.inner {
+            let _ = tokio::time::timeout(self.send_timeout, pool.close()).await;
+        }
+    }
+}
+
+/// A send begun ([`Mailer::begin`]), its message not yet handed over.
+pub struct Handover<'a> {
+    mailer: &'a Mailer,
+    step: Step<'a>,
+    /// The first step's share of `mail.smtp.timeout`.
+    spent: Duration,
+}
+
+enum Step<'a> {
+    Smtp(Box<Conversation<'a>>, Vec<u8>),
+    File(&'a AsyncFileTransport<Tokio1Executor>, Box<Message>),
+}
+
+impl Handover<'_> {
+    /// Hands the message over: `Ok` once the server (or the folder) has taken it. Within what
+    /// is left of `mail.smtp.timeout` after the first step.
+    pub async fn finish(self) -> Result<(), SendError> {
+        match self.step {
+            Step::Smtp(conversation, body) => {
+                let left = self.mailer.send_timeout.saturating_sub(self.spent);
+                self.mailer.within(left, conversation.finish(&body)).await
+            }
+            Step::File(t, message) => t.send(*message).await.map(|_| ()).map_err(|e| {
                 // A full disk or a missing folder may well be fixed by the operator.
                 SendError::Transient {
                     code: None,
                     detail: e.to_string(),
                 }
             }),
-        }
-    }
-
-    /// Whether the transport can be reached now (SMTP: a NOOP over a fresh connection).
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
-        match &self.inner {
-            Inner::Smtp(t) => match tokio::time::timeout(timeout, t.test_connection()).await {
-                Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => Err("the SMTP server did not answer NOOP".into()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {timeout:?}")),
-            },
-            Inner::File(_) => Ok(()),
         }
     }
 }
@@ -419,6 +450,27 @@ mod tests {
         }
         assert_eq!(String::from_utf8(decoded).unwrap(), text);
         assert!(encoded.is_ascii() && !encoded.contains("=0D"));
+    }
+
+    #[test]
+    fn a_host_tls_cannot_name_is_refused_at_start() {
+        for (tls, refused) in [("tls", true), ("starttls", true), ("none", false)] {
+            let settings = crate::config::Settings::from_toml_overlay(&format!(
+                "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"relay .example\"\ntls = \"{tls}\"\n"
+            ))
+            .expect("settings");
+            match Mailer::from_settings(&settings.mail) {
+                Err(e) => {
+                    assert!(refused, "{tls}: {e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("mail.smtp.host") && e.contains("relay .example"),
+                        "{e}"
+                    );
+                }
+                Ok(_) => assert!(!refused, "{tls}: taken"),
+            }
+        }
     }
 
     #[test]

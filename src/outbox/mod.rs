@@ -81,8 +81,12 @@ pub struct Deliverer {
     pub worker_name: String,
     pub calendars: crate::calendar::CalendarRegistry,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Mails being handed to the server at once, across all of the daemon's send lanes
+    /// Conversations with the server at once, across all of the daemon's send lanes
     /// (`worker.concurrency`).
+    conversations: tokio::sync::Semaphore,
+    /// Mails the server may have taken whose record has not committed, across the daemon
+    /// (`worker.concurrency`): a slot is taken before a mail's final dot and given back when
+    /// its record commits, so a crash sends again at most that many.
     send_permits: tokio::sync::Semaphore,
     /// The daemon's one recorder, started on first use (on the runtime that sends).
     recorder: std::sync::OnceLock<record::Recorder>,
@@ -137,6 +141,7 @@ impl Deliverer {
         Ok(Self {
             relay: RelayBreaker::new(mail.breaker.clone(), clock.clone()),
             rate: RateGate::new(mail.rate_limit, mail.rate_burst, mail.rate_slowdown),
+            conversations: tokio::sync::Semaphore::new(settings.worker.concurrency),
             send_permits: tokio::sync::Semaphore::new(settings.worker.concurrency),
             recorder: std::sync::OnceLock::new(),
             metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -1,6 +1,7 @@
 //! One claimed mail's way to the server: rendered from its facts (or found no longer worth
-//! sending), sent once a send slot is free, and its outcome decided (sent, retried later with
-//! backoff on a 4xx, failed for good on a 5xx).
+//! sending), opened with the server (MAIL, RCPT, DATA), handed over once a send slot is free,
+//! and its outcome decided (sent, retried later with backoff on a 4xx, failed for good on a
+//! 5xx).
 
 use chrono::{DateTime, Utc};
 use lettre::Address;
@@ -122,8 +123,9 @@ impl Deliverer {
         Ok((mail, message))
     }
 
-    /// One claimed mail's way to the server: rendered, sent once a send slot is free (or
-    /// given back if the batch's deadline passed meanwhile), its outcome decided.
+    /// One claimed mail's way to the server: rendered, opened with the server in one of the
+    /// daemon's conversations, handed over once a send slot is free (or given back if the
+    /// batch's deadline passed meanwhile), its outcome decided.
     pub(super) async fn send_one(
         &self,
         claim: crate::store::Claimed,
@@ -137,8 +139,8 @@ impl Deliverer {
             let mut slot = None;
             let result = match self.prepare(&row, context) {
                 Ok(Prepared::Send(message)) => {
-                    // Never closed: an error cannot happen, and would only mean "send now".
-                    slot = self.send_permits.acquire().await.ok();
+                    // Never closed: an error cannot happen, and would only mean "go on now".
+                    let talking = self.conversations.acquire().await.ok();
                     self.rate.ready().await;
                     let relay = self.relay.is_open();
                     if relay || std::time::Instant::now() >= deadline {
@@ -149,8 +151,26 @@ impl Deliverer {
                         });
                     }
                     let t = std::time::Instant::now();
-                    let r = self.mailer.send(*message).await;
-                    self.metrics.smtp_seconds.observe(t.elapsed().as_secs_f64());
+                    let (talked, r) = match self.mailer.begin(*message).await {
+                        Ok(handover) => {
+                            // From its final dot on, the server may have taken the mail.
+                            let talked = t.elapsed();
+                            slot = self.send_permits.acquire().await.ok();
+                            if std::time::Instant::now() >= deadline {
+                                return Ok(MailEnd::Released {
+                                    id: outbox_id,
+                                    attempt: row.attempts,
+                                    relay: false,
+                                });
+                            }
+                            let t = std::time::Instant::now();
+                            let r = handover.finish().await;
+                            (talked + t.elapsed(), r)
+                        }
+                        Err(e) => (t.elapsed(), Err(e)),
+                    };
+                    drop(talking);
+                    self.metrics.smtp_seconds.observe(talked.as_secs_f64());
                     match r {
                         Err(SendError::Relay {
                             code,
