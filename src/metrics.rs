@@ -73,7 +73,7 @@ impl Metrics {
         );
         r.register(
             "smtp_send_duration_seconds",
-            "Duration of handing one mail to the transport",
+            "Duration of handing one mail to the transport (its two steps, not the wait for a send slot between them)",
             smtp_seconds.clone(),
         );
         r.register(

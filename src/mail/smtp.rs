@@ -112,26 +112,22 @@ impl SmtpPool {
         envelope: &Envelope,
         body: &[u8],
     ) -> Result<Conversation<'_>, SmtpError> {
-        let mut conn = match self.take_idle() {
-            Some(mut conn) => match open_mail(&mut conn, envelope, body).await {
+        let (mut conn, mut kept) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.open().await?, false),
+        };
+        loop {
+            match open_mail(&mut conn, envelope, body).await {
                 Ok(()) => return Ok(Conversation { pool: self, conn }),
-                Err(e) if e.status().is_some() => {
+                // No reply at all on a kept connection: the relay closed it while it was idle.
+                Err(e) if kept && e.status().is_none() => {
+                    conn.abort().await;
+                    (conn, kept) = (self.open().await?, false);
+                }
+                Err(e) => {
                     conn.abort().await;
                     return Err(e);
                 }
-                // No reply at all: the connection is gone, not the mail refused.
-                Err(_) => {
-                    conn.abort().await;
-                    self.open().await?
-                }
-            },
-            None => self.open().await?,
-        };
-        match open_mail(&mut conn, envelope, body).await {
-            Ok(()) => Ok(Conversation { pool: self, conn }),
-            Err(e) => {
-                conn.abort().await;
-                Err(e)
             }
         }
     }
@@ -218,8 +214,8 @@ async fn reap(idle: Weak<Mutex<Vec<Idle>>>, limit: Duration) {
     }
 }
 
-/// MAIL, RCPT for each recipient, DATA; with SMTPUTF8 and 8BITMIME where the mail needs them,
-/// as lettre's own send does.
+/// MAIL, RCPT for each recipient, DATA; with SMTPUTF8 where an address needs it and 8BITMIME
+/// where the body does and the server offers it (lettre encodes bodies as 7-bit).
 async fn open_mail(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
